@@ -1,0 +1,48 @@
+"""The node's configuration: where its state lives and how Redis is reached.
+
+Written as JSON by whoever prepares the node (`core0 sandbox up`, the initramfs, `core0 agent`)
+and read by PID 1 and the actor plane. Boot services (TOML) come in a later layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import attrs
+
+from g8os.messages.convert import structure, unstructure
+
+
+@attrs.define(kw_only=True)
+class RedisConfig:
+    socket: str                       # unix socket path; the actor plane always uses it
+    password: str = ""                # requirepass; required on every connection when set
+    port: int = 6379                  # TCP listener in the node's network namespace (0 = none)
+    bind: str = "0.0.0.0"
+    appendonly: bool = True           # results survive a redis-server crash
+
+
+@attrs.define(kw_only=True)
+class NodeConfig:
+    name: str = "g8os"
+    mode: str = "sandbox"             # sandbox | boot | agent
+    hostname: str = "g8os"
+    state_dir: str                    # desired state of resources, job records, redis data
+    run_dir: str                      # sockets, pid files
+    log_file: str = ""                # core0's own log ("" = stderr)
+    redis: RedisConfig
+    shutdown_timeout: float = 20.0    # SIGTERM to exit, whole node
+    actor_port: int = 1900            # Thespian admin port inside the private actor network namespace
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
+        return structure(json.loads(Path(path).read_text()), cls)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        target = Path(path)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(unstructure(self), indent=2))
+        os.chmod(tmp, 0o600)  # holds the redis password
+        tmp.replace(target)
