@@ -1,0 +1,304 @@
+"""GatewayActor: the edge between Redis and the actor tree.
+
+A consumer thread owns the blocking side: it moves commands from `core:default` to an in-flight
+list (so a gateway that dies mid-way loses nothing: its next incarnation re-reads that list),
+validates them against the registry, accepts each with one atomic script (flag created, or a
+duplicate dropped) and answers on the spot whatever needs no other actor: `core.ping`, unknown
+commands, bad arguments. Everything else is handed to the actor thread through a wake-up pipe
+and routed to its owner, in batches; owners' replies are published here, process jobs publish
+their own results. A command leaves the in-flight list once its owner has acknowledged it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+import time
+import traceback
+from typing import Any
+
+import redis
+from g8os import __version__
+from g8os.actors.base import Actor
+from g8os.messages import registry
+from g8os.messages.command import (
+    DEFAULT_QUEUE,
+    MAX_COMMAND_BYTES,
+    RESULT_TTL,
+    Command,
+    DropCommand,
+    Flag,
+    Level,
+    Result,
+    State,
+    flag_key,
+    result_key,
+    stream_key,
+    stream_message,
+)
+from g8os.messages.errors import G8Error, InvalidArgument, Unavailable
+from g8os.messages.internal import Call, CallReply, Job, JobsAccepted, SubmitJobs
+from g8os.messages.registry import Kind, Owner
+from g8os.system.redisconn import ACCEPT, Outbox, connect
+
+INFLIGHT = "g8os:gateway:inflight"
+BATCH = 128                 # commands taken from Redis per round trip under load
+CALL_TIMEOUT = 60.0         # an owner that never answers a builtin: 503 after this
+RETRY = (0.05, 2.0)         # reconnect backoff of the consumer thread (initial, cap)
+
+
+class Routed:
+    """A validated, accepted command on its way to its owner."""
+
+    __slots__ = ("command", "info", "raw", "recovering", "request", "sent_at")
+
+    def __init__(self, command: Command, info: registry.CommandInfo, request: Any, raw: bytes,
+                 recovering: bool) -> None:
+        self.command, self.info, self.request, self.raw = command, info, request, raw
+        self.recovering = recovering
+        self.sent_at = 0.0
+
+
+class GatewayActor(Actor):
+    kind = "gateway"
+
+    def on_start(self) -> bool:
+        registry.load()
+        self.outbox = Outbox(connect(self.config.redis))
+        self.handoff: collections.deque[Routed] = collections.deque()
+        self.waiting: dict[str, list[Routed]] = {}       # owner → commands until it is reachable
+        self.unacked: dict[str, Routed] = {}             # job id → routed, until its owner acknowledges
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.watch(self._wake_r, self._on_wake)
+        self._stop = threading.Event()
+        self._stats = collections.Counter()
+        self._thread = threading.Thread(target=self._consume, name="gateway-consumer", daemon=True)
+        self._thread.start()
+        self.after(1.0, "_sweep")
+        return True
+
+    def on_stop(self) -> None:
+        self._stop.set()
+
+    def after_message(self) -> None:
+        self.outbox.flush()
+
+    # ---- the consumer thread -------------------------------------------------------------------
+
+    def _consume(self) -> None:
+        delay = RETRY[0]
+        recovered = False
+        conn: redis.Redis | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = connect(self.config.redis, timeout=5.0)
+                    accept = conn.register_script(ACCEPT)
+                if not recovered:
+                    self._process(conn, accept, conn.lrange(INFLIGHT, 0, -1), recovering=True)
+                    recovered = True
+                first = conn.blmove(DEFAULT_QUEUE, INFLIGHT, 1, "LEFT", "RIGHT")
+                if first is None:
+                    continue
+                pipe = conn.pipeline(transaction=False)
+                for _ in range(BATCH - 1):
+                    pipe.lmove(DEFAULT_QUEUE, INFLIGHT, "LEFT", "RIGHT")
+                rest = [item for item in pipe.execute() if item is not None]
+                self._process(conn, accept, [first, *rest], recovering=False)
+                delay = RETRY[0]
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
+                conn = None
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY[1])
+            except redis.ResponseError:
+                conn = None  # e.g. NOSCRIPT after a redis restart: reconnect and re-register
+                self._stop.wait(delay)
+            except Exception:
+                self._stats["thread_errors"] += 1
+                self._last_thread_error = traceback.format_exc()
+                self._stop.wait(delay)
+
+    def _process(self, conn: redis.Redis, accept: Any, items: list[bytes], *, recovering: bool) -> None:
+        """Validate, accept and answer or hand off a batch, in one pipelined round trip."""
+        pipe = conn.pipeline(transaction=False)
+        pending: list[tuple[int, bytes, Routed | None]] = []   # (index of the accept reply, raw, route)
+        ops = 0
+        for raw in items:
+            verdict = self._judge(raw)
+            if verdict is None:  # dropped: no id to answer to
+                pipe.lrem(INFLIGHT, 1, raw)
+                ops += 1
+                continue
+            command_id, answer, route = verdict
+            body = answer.to_json() if answer is not None else ""
+            accept(keys=[flag_key(command_id), result_key(command_id)], args=[body, RESULT_TTL], client=pipe)
+            pending.append((ops, raw, route))
+            ops += 1
+            if answer is not None:
+                if _wants_stream(raw):
+                    pipe.rpush(stream_key(command_id), _end_entry(answer))
+                    pipe.expire(stream_key(command_id), 60)
+                    ops += 2
+                pipe.lrem(INFLIGHT, 1, raw)
+                ops += 1
+        replies = pipe.execute()
+        handed = 0
+        duplicates = []
+        for index, raw, route in pending:
+            accepted = replies[index] == 1
+            if route is None:
+                if not accepted:
+                    self._stats["duplicates"] += 1
+            elif accepted or recovering:
+                route.recovering = recovering
+                self.handoff.append(route)
+                handed += 1
+            else:
+                duplicates.append(raw)  # a duplicate id: dropped, as the protocol says
+        if duplicates:
+            self._stats["duplicates"] += len(duplicates)
+            pipe = conn.pipeline(transaction=False)
+            for raw in duplicates:
+                pipe.lrem(INFLIGHT, 1, raw)
+            pipe.execute()
+        if handed:
+            os.write(self._wake_w, b"\0")
+
+    def _judge(self, raw: bytes) -> tuple[str, Result | None, Routed | None] | None:
+        """(id, answer-now, or route) for one command; None when the protocol drops it."""
+        if len(raw) > 64 * 1024 * 1024:
+            self._stats["dropped"] += 1
+            return None
+        try:
+            body = json.loads(raw)
+            command_id = Command.peek_id(body)
+        except (ValueError, UnicodeDecodeError, DropCommand):
+            self._stats["dropped"] += 1
+            return None
+        name = body.get("command") if isinstance(body.get("command"), str) else ""
+        try:
+            if len(raw) > MAX_COMMAND_BYTES:
+                raise InvalidArgument(f"command is {len(raw)} bytes; the limit is {MAX_COMMAND_BYTES}")
+            command = Command.from_wire(body)
+        except InvalidArgument as exc:
+            return command_id, Result.failure(None, job_id=command_id, name=name, code=exc.code,
+                                              message=exc.message), None
+        info = registry.lookup(command.command)
+        if info is None:
+            return command_id, Result.failure(command, code=404, state=State.UNKNOWN_CMD,
+                                              message=f"unknown command {command.command!r}"), None
+        try:
+            request = registry.parse_arguments(info, command.arguments)
+        except InvalidArgument as exc:
+            return command_id, Result.failure(command, code=exc.code, message=exc.message), None
+        if info.owner == Owner.GATEWAY:
+            return command_id, Result.builtin(command, f"PONG {__version__}"), None
+        return command_id, None, Routed(command, info, request, raw, False)
+
+    # ---- the actor thread: routing and replies --------------------------------------------------
+
+    def _on_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        batch: dict[str, list[Routed]] = collections.defaultdict(list)
+        while self.handoff:
+            route = self.handoff.popleft()
+            batch[route.info.owner].append(route)
+        for owner, routes in batch.items():
+            self._route(owner, routes)
+
+    def _route(self, owner: str, routes: list[Routed]) -> None:
+        address = self.directory.get(owner)
+        if address is None:
+            self.waiting.setdefault(owner, []).extend(routes)
+            return
+        now = time.monotonic()
+        jobs = []
+        for route in routes:
+            route.sent_at = now
+            self.unacked[route.command.id] = route
+            if route.info.kind == Kind.PROCESS:
+                jobs.append(Job(route.command, route.request, route.recovering))
+            else:
+                self.send(address, Call(route.command, route.request, reply_to=self.myAddress))
+        if jobs:
+            self.send(address, SubmitJobs(tuple(jobs)))
+
+    def on_directory(self) -> None:
+        # Owners that restarted get again what they had not acknowledged (they ignore ids they know).
+        resend: dict[str, list[Routed]] = collections.defaultdict(list)
+        for route in list(self.unacked.values()):
+            resend[route.info.owner].append(route)
+        for owner, routes in self.waiting.items():
+            resend[owner].extend(routes)
+        self.waiting = {}
+        for owner, routes in resend.items():
+            for route in routes:
+                route.recovering = True
+            self._route(owner, routes)
+
+    def receiveMsg_JobsAccepted(self, msg: JobsAccepted, sender: Any) -> None:
+        pipe = self.outbox.conn.pipeline(transaction=False)
+        for job_id in msg.ids:
+            route = self.unacked.pop(job_id, None)
+            if route is not None:
+                pipe.lrem(INFLIGHT, 1, route.raw)
+        _execute_quietly(pipe)
+
+    def call_reply(self, msg: CallReply, sender: Any) -> None:
+        route = self.unacked.pop(msg.job_id, None)
+        if route is None:
+            return
+        self._publish(route, msg)
+
+    def _publish(self, route: Routed, reply: CallReply) -> None:
+        command = route.command
+        start = int((time.time() - (time.monotonic() - route.sent_at)) * 1000) if route.sent_at else None
+        if reply.ok:
+            result = Result.builtin(command, reply.value, starttime=start)
+        else:
+            result = Result.failure(command, code=reply.code or 500, message=reply.message,
+                                    critical=reply.critical, starttime=start)
+        if command.stream:
+            self.outbox.stream(command.id, [_end_entry(result)])
+        self.outbox.result(result)
+        self.outbox.add("lrem", INFLIGHT, route.raw)
+
+    def _sweep(self) -> None:
+        """Builtins whose owner never answered get a 503; a lost reply must not hang a client."""
+        now = time.monotonic()
+        for job_id, route in list(self.unacked.items()):
+            if route.info.kind == Kind.BUILTIN and route.sent_at and now - route.sent_at > CALL_TIMEOUT \
+                    and route.command.command != "core.subscribe":
+                del self.unacked[job_id]
+                error: G8Error = Unavailable(f"{route.info.owner} did not answer within {CALL_TIMEOUT:g}s")
+                self._publish(route, CallReply(job_id, False, code=error.code, message=error.message))
+        self.after(1.0, "_sweep")
+
+    def node_info(self) -> dict[str, Any]:
+        return {"unacked": len(self.unacked), "waiting": sum(len(v) for v in self.waiting.values()),
+                "thread_alive": self._thread.is_alive(), **dict(self._stats)}
+
+
+def _wants_stream(raw: bytes) -> bool:
+    try:
+        return json.loads(raw).get("stream") is True
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return False
+
+
+def _end_entry(result: Result) -> str:
+    flag = Flag.EXIT_SUCCESS if result.state == State.SUCCESS else Flag.EXIT_ERROR
+    return stream_message(0, result.id, result.data, Level.RESULT_JSON, flag)
+
+
+def _execute_quietly(pipe: Any) -> None:
+    try:
+        pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        pass  # the in-flight list is only a safety net; a stale entry is re-judged as a duplicate

@@ -1,0 +1,313 @@
+"""JobSupervisor: runs the node's jobs (core.system, bash) as light ProcessActors.
+
+It writes what its jobs produce to Redis itself (stream entries and results, batched per
+message through an Outbox): bulk output never crosses the actor plane. Each job's record is
+kept in the state dir while it lives, so a restarted JobSupervisor kills what its previous
+incarnation left running and either re-runs each job per its spec or gives it an ERROR result:
+no job is ever left without a result.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from g8os.actors.base import DEFERRED, Actor
+from g8os.actors.process import Policy, ProcessActor, ProcessHost
+from g8os.actors.supervision import Action, Strategy, SupFlags, Supervisor
+from g8os.messages.command import Command, Result, State, stream_message
+from g8os.messages.core import Bash, Subscribe, System
+from g8os.messages.errors import G8Error, InvalidArgument, NotFound
+from g8os.messages.internal import ActorOp, Call, JobsAccepted, SubmitJobs
+from g8os.messages.job import JobKill, JobKillAll, JobList, JobUnschedule
+from g8os.system.output import Message
+from g8os.system.redisconn import Outbox, connect
+
+RETRY_FLUSH = 0.2
+
+
+class JobSupervisor(ProcessHost, Actor):
+    kind = "job_supervisor"
+    # Jobs are independent: one_for_one, and no intensity (each job bounds itself by max_restart).
+    flags = SupFlags(strategy=Strategy.ONE_FOR_ONE, intensity=None)
+
+    def on_start(self) -> bool:
+        self.init_host(Path(self.config.state_dir) / "jobs")
+        self.jobs = Supervisor(self.flags, ())
+        self.outbox = Outbox(connect(self.config.redis))
+        self.queues: dict[str, deque[ProcessActor]] = {}
+        self.queue_owner: dict[str, str] = {}
+        self.subscriptions: dict[str, list[tuple[Call, Any, str]]] = {}
+        self._retry_pending = False
+        for record in self.leftover_records():
+            self._recover(record)
+        return True
+
+    def on_stop(self) -> None:
+        self.stop_processes(grace=2.0)
+        self.outbox.flush()
+
+    def after_message(self) -> None:
+        if self.outbox.flush():
+            return
+        if not self._retry_pending:
+            self._retry_pending = True
+            self.after(RETRY_FLUSH, "_retry_flush")
+
+    def _retry_flush(self) -> None:
+        self._retry_pending = False  # after_message() runs next and re-arms if still failing
+
+    # ---- accepting jobs --------------------------------------------------------------------
+
+    def receiveMsg_SubmitJobs(self, msg: SubmitJobs, sender: Any) -> None:
+        for job in msg.jobs:
+            if job.command.id in self.processes:
+                continue  # re-sent by a restarted gateway: already ours
+            if job.recovering and self.outbox.conn.exists(f"result:{job.command.id}"):
+                continue  # ended already (a result was published before the gateway restarted)
+            self._accept(job.command, job.request)
+        self.send(sender, JobsAccepted(tuple(job.command.id for job in msg.jobs)))
+
+    def _accept(self, command: Command, request: Any, *, runs: int = 0) -> None:
+        if isinstance(request, System):
+            argv, env, cwd, stdin = [request.name, *request.args], request.env, request.dir, request.stdin
+        elif isinstance(request, Bash):
+            argv, env, cwd, stdin = ["sh", "-c", request.script], None, "", request.stdin
+        else:
+            raise InvalidArgument(f"{command.command} is not a process command")
+        policy = Policy(max_restart=command.max_restart or 0, recurring_period=command.recurring_period or 0,
+                        max_time=command.max_time or 0)
+        process = ProcessActor(self, command.id, f"{self.path.rstrip('/')}/{command.id}", command, argv,
+                               env=env, cwd=cwd, stdin=stdin.encode(), policy=policy)
+        process.runs = runs
+        self.processes[command.id] = process
+        self.jobs.add(policy.spec(command.id))
+        if command.queue:
+            waiting = self.queues.setdefault(command.queue, deque())
+            if command.queue in self.queue_owner:
+                waiting.append(process)
+                self.save_record(process)
+                return
+            self.queue_owner[command.queue] = command.id
+        self._run(process)
+
+    def _run(self, process: ProcessActor) -> None:
+        process.start()
+        if process.state == "running":
+            self.jobs.started(process.name)
+
+    # ---- what processes report ---------------------------------------------------------------
+
+    def process_message(self, process: ProcessActor, message: Message, flags: int) -> None:
+        if process.command.stream:
+            self.outbox.stream(process.name, [stream_message(
+                process.container, process.name, message.text, message.level, flags, message.epoch_ns)])
+
+    def process_failed_to_start(self, process: ProcessActor, error: G8Error) -> None:
+        self._finish(process, Result.failure(process.command, code=error.code, message=error.message,
+                                             critical=error.critical))
+
+    def process_exited(self, process: ProcessActor) -> None:
+        name = process.name
+        if process.restart_requested:
+            process.restart_requested = False
+            process.restarts += 1
+            self.emit("/job/restarted", process.path, reason="actor.restart")
+            self._run(process)
+            return
+        if process.killed_by is not None or process.unscheduled:
+            self.jobs.stopped(name)
+            self._finish(process, process.result())
+            return
+        decision = self.jobs.exited(name, normal=process.succeeded, reason=process.last_error)
+        if process.policy.recurring_period:
+            process.state = "waiting"
+            self.after(process.policy.recurring_period, "_rerun", name, process.generation)
+            return
+        restart = decision.action == Action.RESTART and name in decision.restart
+        if restart and process.policy.max_restart and process.runs >= process.policy.max_restart:
+            restart = False
+        if not restart:
+            self._finish(process, process.result())
+            return
+        process.restarts += 1
+        process.state = "backoff"
+        self.emit("/job/restarting", process.path, reason=decision.reason, delay=decision.delay)
+        self.save_record(process)
+        self.after(decision.delay, "_rerun", name, process.generation)
+
+    def _rerun(self, name: str, generation: int) -> None:
+        process = self.processes.get(name)
+        if process is None or process.generation != generation or process.state not in ("waiting", "backoff"):
+            return
+        if process.unscheduled:
+            self._finish(process, process.result())
+            return
+        self._run(process)
+
+    def _finish(self, process: ProcessActor, result: Result) -> None:
+        """The job's one result: publish it, end its stream, release its queue and followers."""
+        process.state = "ended"
+        if process.command.stream:
+            entry, _flag = process.end_message()
+            self.outbox.stream(process.name, [entry])
+        self.outbox.result(result)
+        self.processes.pop(process.name, None)
+        if process.name in {s.name for s in self.jobs.specs()}:
+            self.jobs.remove(process.name)
+        if self.outbox.flush():
+            self.drop_record(process.name)
+        else:
+            self.save_record(process, result=result.to_json())
+        self.emit("/job/end", process.path, state=str(result.state), code=result.code)
+        for call, sender, _subscriber in self.subscriptions.pop(process.name, []):
+            self.reply(call, {"id": process.name, "state": str(result.state)}, sender=sender)
+        queue = process.command.queue
+        if queue and self.queue_owner.get(queue) == process.name:
+            del self.queue_owner[queue]
+            waiting = self.queues.get(queue)
+            while waiting:
+                following = waiting.popleft()
+                if following.name in self.processes and following.state == "queued":
+                    self.queue_owner[queue] = following.name
+                    self._run(following)
+                    break
+            if not waiting:
+                self.queues.pop(queue, None)
+
+    # ---- recovery after a crash of this supervisor --------------------------------------------
+
+    def _recover(self, record: dict[str, Any]) -> None:
+        try:
+            command = Command.from_wire(record["command"])
+        except Exception:
+            return
+        self.drop_record(command.id)
+        if "result" in record:
+            self.outbox.add("result", command.id, record["result"])
+            return
+        policy = record.get("policy", {})
+        runs = record.get("runs", 0)
+        restartable = policy.get("protected") or policy.get("recurring_period") or (
+            policy.get("max_restart") and runs < policy["max_restart"])
+        if restartable and record.get("argv"):
+            request = System(name=record["argv"][0], args=record["argv"][1:], dir=record.get("cwd") or "",
+                             env=record.get("env"))
+            self.emit("/job/restarting", f"{self.path}/{command.id}", reason="job supervisor restarted")
+            self._accept(command, request, runs=runs)
+            return
+        pid = record.get("pid")
+        lost = f"process {pid} was killed with it" if record.get("was_alive") else "its process was lost"
+        self.outbox.result(Result.failure(
+            command, code=500, message="the job supervisor died while the job ran",
+            critical=f"job supervisor {self.path} restarted; {lost}",
+            starttime=record.get("first_start_ms") or None))
+
+    # ---- commands ------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> ProcessActor:
+        process = self.processes.get(job_id)
+        if process is None:
+            raise NotFound(f"no job {job_id!r}")
+        return process
+
+    def handle_job_list(self, request: JobList, call: Call) -> list[dict[str, Any]]:
+        processes = [self._job(request.id)] if request.id else list(self.processes.values())
+        return [_job_info(p) for p in processes]
+
+    def handle_job_kill(self, request: JobKill, call: Call) -> bool:
+        process = self._job(request.id)
+        if process.state == "running":
+            return process.kill(request.signal, as_state=State.KILLED,
+                                reason=f"killed by job.kill (signal {request.signal})")
+        process.killed_by = State.KILLED
+        self._finish(process, process.result())
+        return True
+
+    def handle_job_killall(self, request: JobKillAll, call: Call) -> list[str]:
+        killed = []
+        for process in list(self.processes.values()):
+            if process.policy.protected:
+                continue
+            self.handle_job_kill(JobKill(id=process.name, signal=request.signal), call)
+            killed.append(process.name)
+        return killed
+
+    def handle_job_unschedule(self, request: JobUnschedule, call: Call) -> bool:
+        process = self._job(request.id)
+        process.unscheduled = True
+        if process.state in ("waiting", "backoff"):
+            self._finish(process, process.result())
+        return True
+
+    def handle_core_subscribe(self, request: Subscribe, call: Call) -> Any:
+        target = self._job(request.id)
+        subscriber = call.command.id
+
+        def forward(message: Message, flags: int) -> None:
+            self.outbox.stream(subscriber, [stream_message(
+                target.container, target.name, message.text, message.level, flags, message.epoch_ns)])
+
+        for message in target.recent:
+            forward(message, 0)
+        target.followers.append(forward)
+        self.subscriptions.setdefault(target.name, []).append((call, self._reply_address(call), subscriber))
+        return DEFERRED
+
+    def _reply_address(self, call: Call) -> Any:
+        return call.reply_to or self.directory.get("gateway")
+
+    # ---- introspection -------------------------------------------------------------------------
+
+    def node_info(self) -> dict[str, Any]:
+        return {"jobs": len(self.processes), "queues": {q: len(w) for q, w in self.queues.items()},
+                "outbox": len(self.outbox)}
+
+    def light_nodes(self) -> list[dict[str, Any]]:
+        return [p.node() for p in self.processes.values()]
+
+    def light_op(self, op: ActorOp) -> Any:
+        name = op.path[len(self.path.rstrip("/")) + 1:]
+        process = self.processes.get(name)
+        if process is None:
+            raise NotFound(f"no actor at {op.path}")
+        if op.op == "inspect":
+            node = process.node()
+            node["recent"] = [{"level": m.level, "text": m.text[:200]} for m in list(process.recent)[-10:]]
+            return node
+        if op.op == "kill":
+            if process.state != "running":
+                raise NotFound(f"{op.path} is {process.state}, not running")
+            process.kill_reason = f"light actor {op.path} failed by actor.kill"
+            process.last_error = process.kill_reason
+            process.kill(op.signal)
+            return {"path": op.path, "pid": process.pid, "signal": op.signal}
+        if op.op == "restart":
+            if process.state != "running":
+                raise NotFound(f"{op.path} is {process.state}, not running")
+            process.restart_requested = True
+            process.kill(signal.SIGTERM)
+            return {"path": op.path, "restarting": True}
+        raise NotFound(f"unknown operation {op.op}")
+
+
+def _job_info(process: ProcessActor) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "id": process.name, "cmd": process.command.to_wire(), "state": process.state, "pid": process.pid or None,
+        "runs": process.runs, "restarts": process.restarts, "starttime": process.first_start_ms,
+        "cpu": 0.0, "rss": 0, "vms": 0, "swap": 0,
+    }
+    if process.pid:
+        try:
+            proc = psutil.Process(process.pid)
+            with proc.oneshot():
+                memory = proc.memory_info()
+                info.update(cpu=proc.cpu_percent(None), rss=memory.rss, vms=memory.vms)
+        except psutil.Error:
+            pass
+    return info
+

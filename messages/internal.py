@@ -1,0 +1,164 @@
+"""Messages of the private actor plane (pickled by Thespian, never seen by clients).
+
+Lifecycle (parent ↔ child): Init → Ready, Ping → Pong, Stop → Stopped, ChildFailed.
+Commands (gateway ↔ owner): Call → CallReply, SubmitJobs → JobsAccepted.
+Introspection: TreeRequest → TreeReply, ActorOp → CallReply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from g8os.messages.command import Command
+
+
+@attrs.frozen
+class Init:
+    """First message a parent sends a new child: who it is and where it stands."""
+
+    name: str
+    path: str
+    parent_pid: int
+    config: Any                      # boot.config.NodeConfig
+    directory: dict[str, Any] = attrs.field(factory=dict)   # name → ActorAddress of the root's children
+
+
+@attrs.frozen
+class Ready:
+    name: str
+    pid: int
+
+
+@attrs.frozen
+class ChildFailed:
+    """Sent by a child just before it exits on an unhandled error ("let it crash")."""
+
+    name: str
+    error: str
+
+
+@attrs.frozen
+class Ping:
+    seq: int
+
+
+@attrs.frozen
+class Pong:
+    name: str
+    seq: int
+
+
+@attrs.frozen
+class Stop:
+    """Stop in order: own children in reverse start order, then own resources, then exit."""
+
+    reason: str = "stop requested"
+
+
+@attrs.frozen
+class Stopped:
+    name: str
+
+
+@attrs.frozen
+class Directory:
+    """Where the root's children are now (addresses change on every restart)."""
+
+    addresses: dict[str, Any]
+
+
+@attrs.frozen
+class Call:
+    """Run one builtin command on the actor that owns it; answered with a CallReply."""
+
+    command: Command
+    request: Any                     # the validated request object (messages.*)
+    reply_to: Any = None             # ActorAddress; defaults to the sender
+    corr: str = ""                   # correlation for intermediate hops (actor.* forwarding)
+
+
+@attrs.frozen
+class CallReply:
+    job_id: str
+    ok: bool
+    value: Any = None                # JSON-able, when ok
+    code: int = 0                    # G8Error code, when not ok
+    message: str = ""
+    critical: str = ""
+    corr: str = ""
+
+
+@attrs.frozen
+class Job:
+    """A command the JobSupervisor runs as a job (a process, with the protocol's job semantics)."""
+
+    command: Command
+    request: Any
+    recovering: bool = False         # re-sent by a restarted gateway: may already be known
+
+
+@attrs.frozen
+class SubmitJobs:
+    jobs: tuple[Job, ...]
+
+
+@attrs.frozen
+class JobsAccepted:
+    ids: tuple[str, ...]
+
+
+@attrs.frozen
+class TreeRequest:
+    corr: str
+
+
+@attrs.frozen
+class TreeReply:
+    corr: str
+    node: dict[str, Any]
+
+
+@attrs.frozen
+class ActorOp:
+    """actor.kill / actor.inspect / actor.restart travelling down the tree to the owner of `path`."""
+
+    op: str                          # kill | inspect | restart
+    path: str
+    signal: int
+    corr: str
+
+
+@attrs.frozen
+class Event:
+    """A state change in the tree or of a job (g8os adds `events`)."""
+
+    ts: float
+    topic: str                       # /actor/started, /actor/restarted, /job/end, ...
+    path: str
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Events:
+    events: tuple[Event, ...]
+
+
+@attrs.frozen
+class LogLines:
+    """Lines for the node log, batched."""
+
+    lines: tuple[str, ...]
+
+
+@attrs.frozen
+class ReopenLogs:
+    pass
+
+
+@attrs.frozen
+class Shutdown:
+    """From the node process to the root: stop the whole tree in order."""
+
+    reason: str = "shutdown"

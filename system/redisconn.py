@@ -1,0 +1,132 @@
+"""core0's side of the Redis bus: connections, the accept script, and result publishing
+that survives a redis-server restart (an outbox that is flushed when Redis is back).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from g8os.messages.command import (
+    RESULT_TTL,
+    STREAM_LENGTH,
+    STREAM_TTL,
+    Result,
+    flag_key,
+    result_key,
+    stream_key,
+)
+
+# Accept a command atomically: a flag that already exists means a duplicate id (drop it);
+# otherwise the flag is created with no TTL (the job is known and running). When the answer
+# is already known (ping, bad arguments, unknown command) it is published in the same call.
+ACCEPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[1], '')
+if ARGV[1] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+# Publish a final result once: a flush retried after a dropped connection must not push it twice.
+PUBLISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def connect(config: Any, *, timeout: float = 5.0) -> redis.Redis:
+    """A client on the node's Redis unix socket (the actor plane never uses TCP)."""
+    return redis.Redis(unix_socket_path=config.socket, password=config.password or None,
+                       socket_timeout=timeout, socket_connect_timeout=1.0, decode_responses=False)
+
+
+class Outbox:
+    """Writes that must reach Redis eventually, in order: results, stream entries, flags.
+
+    `flush()` sends everything in one pipeline; when Redis is down the writes stay queued
+    (bounded) and the owner retries later. Nothing a job produced is lost on core0's side.
+    """
+
+    def __init__(self, conn: redis.Redis, limit: int = 100_000) -> None:
+        self.conn = conn
+        self._publish = conn.register_script(PUBLISH)
+        self.queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
+        self.limit = limit
+        self.failed_since = 0.0
+        self.dropped = 0
+
+    def add(self, op: str, *args: Any) -> None:
+        if len(self.queue) >= self.limit:
+            # Only stream entries are ever dropped under pressure; results never are.
+            for index, (queued_op, _) in enumerate(self.queue):
+                if queued_op == "stream":
+                    del self.queue[index]
+                    self.dropped += 1
+                    break
+        self.queue.append((op, args))
+
+    def result(self, result: Result) -> None:
+        self.add("result", result.id, result.to_json())
+
+    def stream(self, job_id: str, entries: Iterable[str]) -> None:
+        entries = tuple(entries)
+        if entries:
+            self.add("stream", job_id, entries)
+
+    def flag(self, job_id: str) -> None:
+        self.add("flag", job_id)
+
+    def push(self, key: str, values: Iterable[str], trim: int = 0) -> None:
+        self.add("push", key, tuple(values), trim)
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def flush(self) -> bool:
+        """Send all queued writes. True when the queue is empty afterwards."""
+        if not self.queue:
+            return True
+        batch = list(self.queue)
+        pipe = self.conn.pipeline(transaction=False)
+        for op, args in batch:
+            if op == "result":
+                job_id, body = args
+                self._publish(keys=[result_key(job_id), flag_key(job_id)], args=[body, RESULT_TTL],
+                              client=pipe)
+            elif op == "stream":
+                job_id, entries = args
+                key = stream_key(job_id)
+                pipe.rpush(key, *entries)
+                pipe.ltrim(key, -STREAM_LENGTH, -1)
+                pipe.expire(key, STREAM_TTL)
+            elif op == "flag":
+                pipe.rpush(flag_key(args[0]), "")
+            elif op == "lrem":
+                pipe.lrem(args[0], 1, args[1])
+            elif op == "push":
+                key, values, trim = args
+                if values:
+                    pipe.rpush(key, *values)
+                    if trim:
+                        pipe.ltrim(key, -trim, -1)
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
+            if not self.failed_since:
+                self.failed_since = time.monotonic()
+            return False
+        for _ in batch:
+            self.queue.popleft()
+        self.failed_since = 0.0
+        return not self.queue
