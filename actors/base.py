@@ -66,6 +66,7 @@ from g8os.system import linux
 HEARTBEAT = 2.0          # seconds between pings to each child
 HEARTBEAT_MISSES = 3     # a child that misses this many pings in a row is hung: SIGKILL
 START_TIMEOUT = 15.0     # a child must answer Ready within this
+KILL_DELAY = 0.05        # actor.kill answers before the signal is sent
 TREE_TIMEOUT = 0.5       # children that do not answer a tree request in time are shown unresponsive
 
 
@@ -630,8 +631,9 @@ class Actor(ActorTypeDispatcher):
         if record.state != "running" or not record.pid:
             raise NotFound(f"{self._child_path(name)} is {record.state}, not running")
         if msg.op == "kill":
-            record.last_error = f"killed by actor.kill (signal {msg.signal})"
-            _kill(record.pid, msg.signal)
+            # Answer first, kill on the next tick: the answer may have to travel through the
+            # very actor being killed (actor.kill /gateway).
+            self.after(KILL_DELAY, "_kill_child", name, record.generation, msg.signal)
             return {"path": self._child_path(name), "pid": record.pid, "signal": msg.signal}
         if msg.op == "restart":
             pid = record.pid
@@ -644,6 +646,12 @@ class Actor(ActorTypeDispatcher):
             self.stop_child(name, start_again)
             return {"path": self._child_path(name), "pid": pid, "restarting": True}
         raise NotFound(f"unknown operation {msg.op}")
+
+    def _kill_child(self, name: str, generation: int, sig: int) -> None:
+        record = self.children.get(name)
+        if record and record.generation == generation and record.pid:
+            record.last_error = f"killed by actor.kill (signal {sig})"
+            _kill(record.pid, sig)
 
     def next_corr(self) -> str:
         return f"{os.getpid()}.{next(self._corr)}"

@@ -148,6 +148,9 @@ class GatewayActor(Actor):
         duplicates = []
         for index, raw, route in pending:
             accepted = replies[index] == 1
+            if replies[index] == 2:  # answered before (a recovered command, or a late duplicate)
+                duplicates.append(raw)
+                continue
             if route is None:
                 if not accepted:
                     self._stats["duplicates"] += 1

@@ -20,10 +20,12 @@ from g8os.messages.command import (
     stream_key,
 )
 
-# Accept a command atomically: a flag that already exists means a duplicate id (drop it);
+# Accept a command atomically: 2 = it was answered already (drop it), 0 = its flag exists (a
+# duplicate id, or our own in-flight command after a gateway restart), 1 = accepted:
 # otherwise the flag is created with no TTL (the job is known and running). When the answer
 # is already known (ping, bad arguments, unknown command) it is published in the same call.
 ACCEPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('RPUSH', KEYS[1], '')
 if ARGV[1] ~= '' then
