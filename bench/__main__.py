@@ -1,0 +1,4 @@
+from bench import ping, restart, supervise, system
+
+for module in (ping, system, supervise, restart):
+    module.main()
