@@ -206,4 +206,4 @@ def test_terminal_json_is_pure_json(node: Any) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
-    assert json.loads(child.before.replace("\r\n", "\n"))["stdout"] == "done\n"
+    assert json.loads(child.before.replace("\r\n", "\n"))["stdout"].strip() == "done"
