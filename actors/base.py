@@ -39,8 +39,8 @@ from g8os.actors.supervision import (
     ChildSpec,
     Decision,
     Restart,
-    SupFlags,
     Supervisor,
+    SupFlags,
 )
 from g8os.messages.errors import G8Error, Internal, NotFound
 from g8os.messages.internal import (
@@ -66,6 +66,7 @@ from g8os.system import linux
 HEARTBEAT = 2.0          # seconds between pings to each child
 HEARTBEAT_MISSES = 3     # a child that misses this many pings in a row is hung: SIGKILL
 START_TIMEOUT = 15.0     # a child must answer Ready within this
+REPORT_EVERY = 0.05      # seconds between batches of events / log lines sent to the log actor
 KILL_DELAY = 0.05        # actor.kill answers before the signal is sent
 TREE_TIMEOUT = 0.5       # children that do not answer a tree request in time are shown unresponsive
 
@@ -466,14 +467,49 @@ class Actor(ActorTypeDispatcher):
     def emit(self, topic: str, path: str, **data: Any) -> None:
         event = Event(time.time(), topic, path, data)
         self.events.append(event)
-        log = self.directory.get("log")
-        if log is not None and log != self.myAddress:
-            self.send(log, Events((event,)))
+        self._outgoing_events.append(event)
+        self._schedule_report()
 
     def log(self, *lines: str) -> None:
+        self._outgoing_lines.extend(f"{self.path}: {line}" for line in lines)
+        self._schedule_report()
+
+    @property
+    def _outgoing_events(self) -> list[Event]:
+        return self.__dict__.setdefault("_events_out", [])
+
+    @property
+    def _outgoing_lines(self) -> list[str]:
+        return self.__dict__.setdefault("_lines_out", [])
+
+    def _schedule_report(self) -> None:
+        # Events and log lines go to the log actor at most every REPORT_EVERY seconds, batched:
+        # Thespian's TCP transport moves ~1000 messages/s per link, and an actor that queues
+        # more than 950 sends stops reading its own mailbox (tx-only mode).
+        if self.__dict__.get("_report_armed"):
+            return
+        wait = REPORT_EVERY - (time.monotonic() - self.__dict__.get("_reported_at", 0.0))
+        if wait <= 0:
+            self._report()
+        else:
+            self._report_armed = True
+            self.after(wait, "_report_timer")
+
+    def _report_timer(self) -> None:
+        self._report_armed = False
+        self._report()
+
+    def _report(self) -> None:
+        self._reported_at = time.monotonic()
+        events, self._events_out = self._outgoing_events, []
+        lines, self._lines_out = self._outgoing_lines, []
         log = self.directory.get("log")
-        if log is not None and log != self.myAddress:
-            self.send(log, LogLines(tuple(f"{self.path}: {line}" for line in lines)))
+        if log is None or log == self.myAddress:
+            return
+        if events:
+            self.send(log, Events(tuple(events)))
+        if lines:
+            self.send(log, LogLines(tuple(lines)))
 
     # ---- commands ------------------------------------------------------------------------
 
@@ -626,7 +662,8 @@ class Actor(ActorTypeDispatcher):
             node.update(restarts=self.sup.restarts(name), last_error=record.last_error,
                         spec={"restart": str(record.spec.restart), "shutdown": record.spec.shutdown},
                         consecutive_failures=self.sup.consecutive_failures(name),
-                        events=[attrs.asdict(e) for e in self.events if e.path == self._child_path(name)][-20:])
+                        events=[attrs.asdict(e) for e in self.events
+                                if e.path == self._child_path(name)][-20:])
             return node
         if record.state != "running" or not record.pid:
             raise NotFound(f"{self._child_path(name)} is {record.state}, not running")

@@ -20,6 +20,7 @@ import traceback
 from typing import Any
 
 import redis
+
 from g8os import __version__
 from g8os.actors.base import Actor
 from g8os.messages import registry
@@ -39,12 +40,12 @@ from g8os.messages.command import (
     stream_message,
 )
 from g8os.messages.errors import G8Error, InvalidArgument, Unavailable
-from g8os.messages.internal import Call, CallReply, Job, JobsAccepted, SubmitJobs
+from g8os.messages.internal import Call, CallReply, Job, JobsTaken, SubmitJobs
 from g8os.messages.registry import Kind, Owner
-from g8os.system.redisconn import ACCEPT, Outbox, connect
+from g8os.system.redisconn import ACCEPT, INFLIGHT, Outbox, connect
 
-INFLIGHT = "g8os:gateway:inflight"
 BATCH = 128                 # commands taken from Redis per round trip under load
+JOB_BATCHES_IN_FLIGHT = 2  # SubmitJobs batches not yet taken by the JobSupervisor; beyond, jobs gather
 CALL_TIMEOUT = 60.0         # an owner that never answers a builtin: 503 after this
 RETRY = (0.05, 2.0)         # reconnect backoff of the consumer thread (initial, cap)
 
@@ -69,7 +70,14 @@ class GatewayActor(Actor):
         self.outbox = Outbox(connect(self.config.redis))
         self.handoff: collections.deque[Routed] = collections.deque()
         self.waiting: dict[str, list[Routed]] = {}       # owner → commands until it is reachable
-        self.unacked: dict[str, Routed] = {}             # job id → routed, until its owner acknowledges
+        self.unacked: dict[str, Routed] = {}             # builtin job id → routed, until answered
+        self._rescan = threading.Event()                 # re-read the in-flight list (an owner restarted)
+        self._owners: dict[str, Any] = {}
+        # Credit-based flow control towards the JobSupervisor: Thespian acknowledges each message
+        # and an actor with 950 queued sends stops reading its mailbox, so under load jobs are
+        # sent in batches that grow while the JobSupervisor is busy; idle, each goes at once.
+        self.job_buffer: list[Job] = []
+        self.job_batches_out = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watch(self._wake_r, self._on_wake)
         self._stop = threading.Event()
@@ -96,7 +104,8 @@ class GatewayActor(Actor):
                 if conn is None:
                     conn = connect(self.config.redis, timeout=5.0)
                     accept = conn.register_script(ACCEPT)
-                if not recovered:
+                if not recovered or self._rescan.is_set():
+                    self._rescan.clear()
                     self._process(conn, accept, conn.lrange(INFLIGHT, 0, -1), recovering=True)
                     recovered = True
                 first = conn.blmove(DEFAULT_QUEUE, INFLIGHT, 1, "LEFT", "RIGHT")
@@ -224,34 +233,48 @@ class GatewayActor(Actor):
         jobs = []
         for route in routes:
             route.sent_at = now
-            self.unacked[route.command.id] = route
             if route.info.kind == Kind.PROCESS:
-                jobs.append(Job(route.command, route.request, route.recovering))
+                jobs.append(Job(route.command, route.request, route.raw, route.recovering))
             else:
+                self.unacked[route.command.id] = route
                 self.send(address, Call(route.command, route.request, reply_to=self.myAddress))
         if jobs:
-            self.send(address, SubmitJobs(tuple(jobs)))
+            self.job_buffer.extend(jobs)
+            self._flush_jobs()
+
+    def _flush_jobs(self) -> None:
+        address = self.directory.get(Owner.JOBS)
+        if address is None or not self.job_buffer or self.job_batches_out >= JOB_BATCHES_IN_FLIGHT:
+            return
+        batch, self.job_buffer = self.job_buffer, []
+        self.job_batches_out += 1
+        self.send(address, SubmitJobs(tuple(batch)))
+
+    def receiveMsg_JobsTaken(self, msg: JobsTaken, sender: Any) -> None:
+        self.job_batches_out = max(0, self.job_batches_out - 1)
+        self._flush_jobs()
 
     def on_directory(self) -> None:
-        # Owners that restarted get again what they had not acknowledged (they ignore ids they know).
+        moved = [owner for owner, address in self.directory.items()
+                 if owner in self._owners and self._owners[owner] != address]
+        self._owners = dict(self.directory)
+        # Builtins an owner had not answered go to its new incarnation (they are idempotent
+        # reads or are checked again there); jobs are re-read from the in-flight list, which
+        # the JobSupervisor empties as it records them.
         resend: dict[str, list[Routed]] = collections.defaultdict(list)
         for route in list(self.unacked.values()):
-            resend[route.info.owner].append(route)
+            if route.info.owner in moved:
+                route.recovering = True
+                resend[route.info.owner].append(route)
         for owner, routes in self.waiting.items():
             resend[owner].extend(routes)
         self.waiting = {}
         for owner, routes in resend.items():
-            for route in routes:
-                route.recovering = True
             self._route(owner, routes)
-
-    def receiveMsg_JobsAccepted(self, msg: JobsAccepted, sender: Any) -> None:
-        pipe = self.outbox.conn.pipeline(transaction=False)
-        for job_id in msg.ids:
-            route = self.unacked.pop(job_id, None)
-            if route is not None:
-                pipe.lrem(INFLIGHT, 1, route.raw)
-        _execute_quietly(pipe)
+        if Owner.JOBS in moved:
+            self.job_batches_out = 0  # credits of the dead incarnation never come back
+            self._flush_jobs()
+            self._rescan.set()
 
     def call_reply(self, msg: CallReply, sender: Any) -> None:
         route = self.unacked.pop(msg.job_id, None)
@@ -285,6 +308,7 @@ class GatewayActor(Actor):
 
     def node_info(self) -> dict[str, Any]:
         return {"unacked": len(self.unacked), "waiting": sum(len(v) for v in self.waiting.values()),
+                "job_buffer": len(self.job_buffer), "job_batches_out": self.job_batches_out,
                 "thread_alive": self._thread.is_alive(), **dict(self._stats)}
 
 

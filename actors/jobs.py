@@ -18,14 +18,14 @@ import psutil
 
 from g8os.actors.base import DEFERRED, Actor
 from g8os.actors.process import Policy, ProcessActor, ProcessHost
-from g8os.actors.supervision import Action, Strategy, SupFlags, Supervisor
-from g8os.messages.command import Command, Result, State, stream_message
+from g8os.actors.supervision import Action, Strategy, Supervisor, SupFlags
+from g8os.messages.command import Command, Result, State, result_key, stream_message
 from g8os.messages.core import Bash, Subscribe, System
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
-from g8os.messages.internal import ActorOp, Call, JobsAccepted, SubmitJobs
+from g8os.messages.internal import ActorOp, Call, JobsTaken, SubmitJobs
 from g8os.messages.job import JobKill, JobKillAll, JobList, JobUnschedule
 from g8os.system.output import Message
-from g8os.system.redisconn import Outbox, connect
+from g8os.system.redisconn import INFLIGHT, Outbox, connect
 
 RETRY_FLUSH = 0.2
 
@@ -65,12 +65,13 @@ class JobSupervisor(ProcessHost, Actor):
 
     def receiveMsg_SubmitJobs(self, msg: SubmitJobs, sender: Any) -> None:
         for job in msg.jobs:
-            if job.command.id in self.processes:
-                continue  # re-sent by a restarted gateway: already ours
-            if job.recovering and self.outbox.conn.exists(f"result:{job.command.id}"):
-                continue  # ended already (a result was published before the gateway restarted)
-            self._accept(job.command, job.request)
-        self.send(sender, JobsAccepted(tuple(job.command.id for job in msg.jobs)))
+            known = job.command.id in self.processes or (
+                job.recovering and self.outbox.conn.exists(result_key(job.command.id)))
+            if not known:  # else: re-sent after a restart and already ours, or already ended
+                self._accept(job.command, job.request)
+            if job.raw:
+                self.outbox.add("lrem", INFLIGHT, job.raw)
+        self.send(sender, JobsTaken(len(msg.jobs)))
 
     def _accept(self, command: Command, request: Any, *, runs: int = 0) -> None:
         if isinstance(request, System):
@@ -297,7 +298,8 @@ class JobSupervisor(ProcessHost, Actor):
 
 def _job_info(process: ProcessActor) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "id": process.name, "cmd": process.command.to_wire(), "state": process.state, "pid": process.pid or None,
+        "id": process.name, "cmd": process.command.to_wire(), "state": process.state,
+        "pid": process.pid or None,
         "runs": process.runs, "restarts": process.restarts, "starttime": process.first_start_ms,
         "cpu": 0.0, "rss": 0, "vms": 0, "swap": 0,
     }

@@ -38,7 +38,8 @@ class Policy:
     recurring_period: int = 0       # re-run this many seconds after each exit
     protected: bool = False         # re-run forever, with backoff (services such as redis)
     max_time: int = 0               # SIGKILL the group after this many seconds → TIMEOUT
-    backoff: Backoff = Backoff(initial=1.0, factor=1.5, cap=300.0, reset_after=10.0)
+    backoff: Backoff = attrs.field(factory=lambda: Backoff(initial=1.0, factor=1.5, cap=300.0,
+                                                           reset_after=10.0))
 
     def spec(self, name: str) -> ChildSpec:
         restart = (Restart.PERMANENT if self.protected or self.recurring_period
@@ -194,7 +195,8 @@ class ProcessActor:
     def record(self) -> dict[str, Any]:
         return {
             "command": self.command.to_wire(), "argv": self.argv, "env": self.env, "cwd": self.cwd,
-            "policy": {"max_restart": self.policy.max_restart, "recurring_period": self.policy.recurring_period,
+            "policy": {"max_restart": self.policy.max_restart,
+                       "recurring_period": self.policy.recurring_period,
                        "protected": self.policy.protected, "max_time": self.policy.max_time},
             "pid": self.pid, "start_ticks": self.start_ticks, "runs": self.runs,
             "first_start_ms": self.first_start_ms, "state": self.state,

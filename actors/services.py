@@ -13,7 +13,7 @@ import redis
 
 from g8os.actors.base import Actor
 from g8os.actors.process import Policy, ProcessActor, ProcessHost
-from g8os.actors.supervision import Action, Backoff, Strategy, SupFlags, Supervisor
+from g8os.actors.supervision import Action, Backoff, Strategy, Supervisor, SupFlags
 from g8os.messages.command import Command
 from g8os.messages.errors import G8Error, NotFound
 from g8os.messages.internal import ActorOp

@@ -50,7 +50,8 @@ def tcp(info: dict[str, Any]) -> redis.Redis:
 
 def submit(r: redis.Redis, command: str, arguments: dict[str, Any] | None = None, **fields: Any) -> str:
     job = str(uuid.uuid4())
-    r.rpush("core:default", json.dumps({"id": job, "command": command, "arguments": arguments or {}, **fields}))
+    body = {"id": job, "command": command, "arguments": arguments or {}, **fields}
+    r.rpush("core:default", json.dumps(body))
     return job
 
 

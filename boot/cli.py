@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
 from g8os.boot import sandbox as sandboxes
 
 T = TypeVar("T")

@@ -42,6 +42,7 @@ import attrs
 import psutil
 import redis
 import redis.asyncio
+
 from g8os.boot.config import NodeConfig, RedisConfig
 from g8os.system import linux
 

@@ -42,6 +42,10 @@ from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
 from g8os.client.client import Client
 from g8os.client.transport import (
     DEFAULT_TIMEOUT,
@@ -57,9 +61,6 @@ from g8os.client.transport import (
 )
 from g8os.messages.command import RESULT_LEVELS, Level
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
-from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
 
 EXIT_OK = 0
 EXIT_FAILED = 1

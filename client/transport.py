@@ -30,6 +30,9 @@ from typing import Any, Protocol
 import attrs
 import redis
 import redis.exceptions
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
 from g8os.messages.command import (
     DEFAULT_QUEUE,
     MAX_COMMAND_BYTES,
@@ -53,8 +56,6 @@ from g8os.messages.errors import (
     Unavailable,
     error_for_code,
 )
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 __all__ = [
     "DEFAULT_TIMEOUT", "SLICE",

@@ -125,7 +125,7 @@ def _first_error(exc: BaseException, path: str = "") -> tuple[str, str]:
             step = ""
             if note is not None:
                 if hasattr(note, "name"):
-                    step = f".{note.name}" if path or True else note.name
+                    step = f".{note.name}"
                 elif hasattr(note, "index"):
                     step = f"[{note.index}]"
             return _first_error(sub, path + step)

@@ -1,7 +1,7 @@
 """Messages of the private actor plane (pickled by Thespian, never seen by clients).
 
 Lifecycle (parent ↔ child): Init → Ready, Ping → Pong, Stop → Stopped, ChildFailed.
-Commands (gateway ↔ owner): Call → CallReply, SubmitJobs → JobsAccepted.
+Commands (gateway → owner): Call → CallReply; SubmitJobs (acknowledged through Redis).
 Introspection: TreeRequest → TreeReply, ActorOp → CallReply.
 """
 
@@ -96,7 +96,9 @@ class Job:
 
     command: Command
     request: Any
-    recovering: bool = False         # re-sent by a restarted gateway: may already be known
+    raw: bytes = b""                 # as taken from Redis: the JobSupervisor removes it from the
+                                     # gateway's in-flight list once the job is recorded
+    recovering: bool = False         # re-sent after a restart: may already be known
 
 
 @attrs.frozen
@@ -105,8 +107,10 @@ class SubmitJobs:
 
 
 @attrs.frozen
-class JobsAccepted:
-    ids: tuple[str, ...]
+class JobsTaken:
+    """Credit back to the gateway: one SubmitJobs batch was taken (flow control)."""
+
+    count: int
 
 
 @attrs.frozen

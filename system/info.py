@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import g8os
 import psutil
+
+import g8os
 
 _PROC = Path("/proc")
 _SYS_NET = Path("/sys/class/net")

@@ -58,7 +58,8 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
 
 
-def mount(source: str, target: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
+def mount(source: str, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
     _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
                        ctypes.c_ulong(flags), data.encode() if data else None),
            f"mount {source} on {target}")

@@ -18,6 +18,7 @@ import re
 import time
 
 import attrs
+
 from g8os.messages.command import RESULT_LEVELS, STREAM_LINES, Level
 
 _SINGLE = re.compile(rb"(\d{1,2})::")

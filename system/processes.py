@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import psutil
+
 from g8os.messages.errors import FailedPrecondition, InvalidArgument, NotFound
 
 _ATTRS = ["ppid", "name", "cmdline", "create_time", "cpu_times", "memory_info", "num_fds", "status"]

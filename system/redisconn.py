@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+
 from g8os.messages.command import (
     RESULT_TTL,
     STREAM_LENGTH,
@@ -19,6 +20,9 @@ from g8os.messages.command import (
     result_key,
     stream_key,
 )
+
+# The gateway's in-flight list: commands taken from `core:default` that no owner has recorded yet.
+INFLIGHT = "g8os:gateway:inflight"
 
 # Accept a command atomically: 2 = it was answered already (drop it), 0 = its flag exists (a
 # duplicate id, or our own in-flight command after a gateway restart), 1 = accepted:

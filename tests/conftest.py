@@ -8,8 +8,11 @@ of a node use `own_node`, a sandbox of their own.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -49,6 +52,16 @@ def stop_sandbox(node: Node) -> None:
     from g8os.boot import sandbox
 
     sandbox.down(node.name, timeout=60)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory both the test and the node's jobs see (the sandbox has its own /tmp)."""
+    path = Path(tempfile.mkdtemp(prefix="g8os-test-", dir="/var/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

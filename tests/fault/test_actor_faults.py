@@ -7,15 +7,11 @@ process died with its supervisor gets ERROR with the reason in `critical`.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
-from protocol_helpers import call, push, result, wait_for  # noqa: E402
+from wire import call, push, result, wait_for
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -120,9 +116,9 @@ def test_job_dies_with_its_supervisor_and_gets_error(own_node):
     assert "supervisor" in res["critical"]
 
 
-def test_restartable_job_is_rerun_after_supervisor_crash(own_node, tmp_path):
+def test_restartable_job_is_rerun_after_supervisor_crash(own_node, shared_dir):
     r = own_node.redis()
-    counter = tmp_path / "runs"
+    counter = shared_dir / "runs"
     job = push(r, "bash", {"script": f"echo x >> {counter}; sleep 60"}, max_restart=3)
     wait_for(lambda: counter.exists(), what="first run")
     call(r, "actor.kill", {"path": "/jobs"})

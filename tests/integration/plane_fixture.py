@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import redis
+
 from g8os.boot.config import NodeConfig
 
 ORPHAN_SCRIPT = "sleep 0.3 & sleep 0.6 & exit 0"  # its sleeps are orphaned when sh exits

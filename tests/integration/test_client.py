@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from g8os.client import (
     Client,
     InvalidArgument,

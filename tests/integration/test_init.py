@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import psutil
 import pytest
+
 from g8os.boot.config import NodeConfig, RedisConfig
 
 pytestmark = pytest.mark.timeout(60)

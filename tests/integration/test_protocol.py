@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 
 import pytest
-from protocol_helpers import call, push, result, stream, wait_for
+from wire import call, push, result, stream, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -184,27 +185,27 @@ def test_queue_runs_jobs_one_after_another(r):
     for job in jobs:
         out = result(r, job)["streams"][0].split()
         spans.append((int(out[0]), int(out[1])))
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end
 
 
-def test_max_restart_reruns_failures(r, tmp_path):
-    counter = tmp_path / "runs"
+def test_max_restart_reruns_failures(r, shared_dir):
+    counter = shared_dir / "runs"
     res = call(r, "bash", {"script": f"echo x >> {counter}; exit 1"}, max_restart=3)
     assert res["state"] == "ERROR"
     assert counter.read_text().count("x") == 3
 
 
-def test_max_restart_stops_at_success(r, tmp_path):
-    counter = tmp_path / "runs"
+def test_max_restart_stops_at_success(r, shared_dir):
+    counter = shared_dir / "runs"
     script = f"echo x >> {counter}; [ $(wc -l < {counter}) -ge 2 ]"
     res = call(r, "bash", {"script": script}, max_restart=5)
     assert res["state"] == "SUCCESS"
     assert counter.read_text().count("x") == 2
 
 
-def test_recurring_until_unschedule(r, tmp_path):
-    counter = tmp_path / "runs"
+def test_recurring_until_unschedule(r, shared_dir):
+    counter = shared_dir / "runs"
     job = push(r, "bash", {"script": f"echo x >> {counter}"}, recurring_period=1)
     wait_for(lambda: counter.exists() and counter.read_text().count("x") >= 2, timeout=10, what="2 runs")
     assert not r.exists(f"result:{job}")  # a recurring job has no result until it stops

@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 import redis
-from g8os.boot import sandbox
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from g8os.boot import sandbox
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,6 +24,7 @@ import attrs
 import pytest
 import redis
 from click.testing import CliRunner
+
 from g8os.client import (
     AlreadyExists,
     Client,

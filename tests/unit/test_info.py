@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import g8os
 import pytest
+
+import g8os
 from g8os.system import info
 
 pytestmark = pytest.mark.timeout(60)

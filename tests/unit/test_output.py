@@ -6,10 +6,11 @@ import itertools
 import time
 
 import pytest
-from g8os.messages.command import STREAM_LINES
-from g8os.system.output import JobOutput, Message, OutputParser, Stat, Tail, parse_statsd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from g8os.messages.command import STREAM_LINES
+from g8os.system.output import JobOutput, Message, OutputParser, Stat, Tail, parse_statsd
 
 pytestmark = pytest.mark.timeout(60)
 

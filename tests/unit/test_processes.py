@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+
 from g8os.messages.errors import FailedPrecondition, InvalidArgument, NotFound
 from g8os.system import processes
 from g8os.system.processes import kill_process, list_processes
