@@ -28,21 +28,20 @@ from g8os.messages.command import (
     DEFAULT_QUEUE,
     MAX_COMMAND_BYTES,
     RESULT_TTL,
+    STREAM_TTL,
     Command,
     DropCommand,
     Flag,
     Level,
     Result,
     State,
-    flag_key,
-    result_key,
     stream_key,
     stream_message,
 )
 from g8os.messages.errors import G8Error, InvalidArgument, Unavailable
 from g8os.messages.internal import Call, CallReply, Job, JobsTaken, SubmitJobs
 from g8os.messages.registry import Kind, Owner
-from g8os.system.redisconn import ACCEPT, INFLIGHT, Outbox, connect
+from g8os.system.redisconn import INFLIGHT, STEP, Outbox, connect
 
 BATCH = 128                 # commands taken from Redis per round trip under load
 JOB_BATCHES_IN_FLIGHT = 2  # SubmitJobs batches not yet taken by the JobSupervisor; beyond, jobs gather
@@ -99,23 +98,24 @@ class GatewayActor(Actor):
         delay = RETRY[0]
         recovered = False
         conn: redis.Redis | None = None
+        batch: list[bytes] = []
         while not self._stop.is_set():
             try:
                 if conn is None:
                     conn = connect(self.config.redis, timeout=5.0)
-                    accept = conn.register_script(ACCEPT)
+                    step = conn.register_script(STEP)
+                    batch = []
                 if not recovered or self._rescan.is_set():
                     self._rescan.clear()
-                    self._process(conn, accept, conn.lrange(INFLIGHT, 0, -1), recovering=True)
+                    self._process(conn, step, conn.lrange(INFLIGHT, 0, -1), recovering=True, take=0)
                     recovered = True
-                first = conn.blmove(DEFAULT_QUEUE, INFLIGHT, 1, "LEFT", "RIGHT")
-                if first is None:
-                    continue
-                pipe = conn.pipeline(transaction=False)
-                for _ in range(BATCH - 1):
-                    pipe.lmove(DEFAULT_QUEUE, INFLIGHT, "LEFT", "RIGHT")
-                rest = [item for item in pipe.execute() if item is not None]
-                self._process(conn, accept, [first, *rest], recovering=False)
+                if not batch:
+                    first = conn.blmove(DEFAULT_QUEUE, INFLIGHT, 1, "LEFT", "RIGHT")
+                    if first is None:
+                        continue
+                    batch = [first]
+                # The next batch is taken in the same round trip that answers this one.
+                batch = self._process(conn, step, batch, recovering=False, take=BATCH)
                 delay = RETRY[0]
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
                 conn = None
@@ -127,56 +127,53 @@ class GatewayActor(Actor):
             except Exception:
                 self._stats["thread_errors"] += 1
                 self._last_thread_error = traceback.format_exc()
+                batch = []
                 self._stop.wait(delay)
 
-    def _process(self, conn: redis.Redis, accept: Any, items: list[bytes], *, recovering: bool) -> None:
-        """Validate, accept and answer or hand off a batch, in one pipelined round trip."""
-        pipe = conn.pipeline(transaction=False)
-        pending: list[tuple[int, bytes, Routed | None]] = []   # (index of the accept reply, raw, route)
-        ops = 0
+    def _process(self, conn: redis.Redis, step: Any, items: list[bytes], *, recovering: bool,
+                 take: int) -> list[bytes]:
+        """Validate a batch, then accept, answer or drop each command and take the next batch,
+        in one atomic round trip (the STEP script). Returns the next batch."""
+        args: list[Any] = [RESULT_TTL, take, 1 if recovering else 0]
+        judged: list[tuple[bytes, Result | None, Routed | None]] = []
+        streams = []
         for raw in items:
             verdict = self._judge(raw)
             if verdict is None:  # dropped: no id to answer to
-                pipe.lrem(INFLIGHT, 1, raw)
-                ops += 1
+                args += ["", "", raw]
+                judged.append((raw, None, None))
+                self._stats["dropped"] += 1
                 continue
             command_id, answer, route = verdict
-            body = answer.to_json() if answer is not None else ""
-            accept(keys=[flag_key(command_id), result_key(command_id)], args=[body, RESULT_TTL], client=pipe)
-            pending.append((ops, raw, route))
-            ops += 1
-            if answer is not None:
-                if _wants_stream(raw):
-                    pipe.rpush(stream_key(command_id), _end_entry(answer))
-                    pipe.expire(stream_key(command_id), 60)
-                    ops += 2
-                pipe.lrem(INFLIGHT, 1, raw)
-                ops += 1
-        replies = pipe.execute()
+            args += [command_id, answer.to_json() if answer is not None else "", raw]
+            judged.append((raw, answer, route))
+            if answer is not None and _wants_stream(raw):
+                streams.append(answer)
+        replies = step(keys=[DEFAULT_QUEUE, INFLIGHT], args=args, client=conn)
+        following, statuses = list(replies[-1]), replies[:-1]
         handed = 0
         duplicates = []
-        for index, raw, route in pending:
-            accepted = replies[index] == 1
-            if replies[index] == 2:  # answered before (a recovered command, or a late duplicate)
-                duplicates.append(raw)
+        for (raw, _answer, route), status in zip(judged, statuses, strict=True):
+            if status in (0, 2):
+                self._stats["duplicates"] += 1
+                if status == 0 and route is not None:
+                    duplicates.append(raw)  # a duplicate id: dropped, as the protocol says
                 continue
-            if route is None:
-                if not accepted:
-                    self._stats["duplicates"] += 1
-            elif accepted or recovering:
+            if route is not None and status == 1:
                 route.recovering = recovering
                 self.handoff.append(route)
                 handed += 1
-            else:
-                duplicates.append(raw)  # a duplicate id: dropped, as the protocol says
-        if duplicates:
-            self._stats["duplicates"] += len(duplicates)
+        if duplicates or streams:
             pipe = conn.pipeline(transaction=False)
             for raw in duplicates:
                 pipe.lrem(INFLIGHT, 1, raw)
+            for answer in streams:  # a builtin's stream ends with its level-20 result
+                pipe.rpush(stream_key(answer.id), _end_entry(answer))
+                pipe.expire(stream_key(answer.id), STREAM_TTL)
             pipe.execute()
         if handed:
             os.write(self._wake_w, b"\0")
+        return following
 
     def _judge(self, raw: bytes) -> tuple[str, Result | None, Routed | None] | None:
         """(id, answer-now, or route) for one command; None when the protocol drops it."""

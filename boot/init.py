@@ -264,9 +264,28 @@ def raise_nofile(log: Log) -> None:
     log(f"RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)}")
 
 
+def name_this_host(hostname: str, log: Log) -> None:
+    """Make the node's hostname resolve (Thespian and many programs look it up): a private
+    /etc/hosts with the host's entries plus the name, bound over the original in our mount
+    namespace only."""
+    try:
+        with open("/etc/hosts", encoding="utf-8") as hosts:
+            entries = hosts.read()
+    except OSError:
+        entries = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    path = "/run/g8os-hosts"
+    with open(path, "w", encoding="utf-8") as hosts:
+        hosts.write(entries.rstrip("\n") + f"\n127.0.1.1\t{hostname}\n")
+    try:
+        linux.mount(path, "/etc/hosts", None, linux.MS_BIND)
+    except OSError as exc:
+        log(f"cannot bind a private /etc/hosts: {exc}; {hostname} will not resolve")
+
+
 def prepare_node(config: NodeConfig, log: Log) -> None:
     mount_filesystems(config, log)
     socket.sethostname(config.hostname)
+    name_this_host(config.hostname, log)
     linux.set_link_up("lo")
     raise_nofile(log)
     # Inherited by the plane, the Thespian admin and every actor.

@@ -62,7 +62,7 @@ def run(config: NodeConfig, notify_fd: int | None) -> int:
     os.makedirs(config.state_dir, exist_ok=True)
 
     received: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
         signal.signal(sig, lambda signum, frame: received.append(signum))
 
     system = ActorSystem("multiprocTCPBase", {"Admin Port": config.actor_port},
@@ -82,6 +82,7 @@ def run(config: NodeConfig, notify_fd: int | None) -> int:
         # Only now: actors forked earlier must not inherit this process's wakeup fd.
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
+        _reap_children()
         if received:
             os.write(wake_w, b"\0")
         while True:
@@ -92,6 +93,9 @@ def run(config: NodeConfig, notify_fd: int | None) -> int:
             _drain(wake_r)
             while received:
                 signum = received.pop(0)
+                if signum == signal.SIGCHLD:
+                    _reap_children()  # Thespian's detached intermediate that forked the admin
+                    continue
                 if signum == signal.SIGUSR1:
                     system.tell(root, ReopenLogs())
                     continue
@@ -109,6 +113,16 @@ def _parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as stat:
         data = stat.read()
     return int(data[data.rfind(b")") + 2:].split()[1])
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _drain(fd: int) -> None:

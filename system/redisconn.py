@@ -24,20 +24,51 @@ from g8os.messages.command import (
 # The gateway's in-flight list: commands taken from `core:default` that no owner has recorded yet.
 INFLIGHT = "g8os:gateway:inflight"
 
-# Accept a command atomically: 2 = it was answered already (drop it), 0 = its flag exists (a
-# duplicate id, or our own in-flight command after a gateway restart), 1 = accepted:
-# otherwise the flag is created with no TTL (the job is known and running). When the answer
-# is already known (ping, bad arguments, unknown command) it is published in the same call.
-ACCEPT = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('RPUSH', KEYS[1], '')
-if ARGV[1] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+# One step of the gateway, atomic and in one round trip, for a batch of judged commands.
+# KEYS = queue, in-flight list; ARGV = ttl, take, recovering, then (id, answer, raw) per command.
+# Status per command, in order:
+#   -1  no usable id: dropped (its raw entry leaves the in-flight list)
+#    2  answered already: dropped
+#    0  its flag exists: a duplicate id (when recovering after a restart, our own command,
+#       which proceeds as accepted instead)
+#    1  accepted: the flag is created with no TTL (known and running); a known answer
+#       (ping, bad arguments, unknown command) is published at once and the command
+#       leaves the in-flight list
+# Then up to `take` waiting commands move to the in-flight list; they are returned as the last
+# element: the next batch.
+STEP = """
+local ttl, take, recovering = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+local statuses = {}
+for i = 4, #ARGV, 3 do
+  local id, answer, raw = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local status = -1
+  if id ~= '' then
+    local flag, result = 'result:' .. id .. ':flag', 'result:' .. id
+    if redis.call('EXISTS', result) == 1 then status = 2
+    elseif redis.call('EXISTS', flag) == 1 and not recovering then status = 0
+    else
+      if redis.call('EXISTS', flag) == 0 then redis.call('RPUSH', flag, '') end
+      status = 1
+      if answer ~= '' then
+        redis.call('RPUSH', result, answer)
+        redis.call('EXPIRE', result, ttl)
+        redis.call('EXPIRE', flag, ttl)
+      end
+    end
+  end
+  if id == '' or answer ~= '' or status == 2 then redis.call('LREM', KEYS[2], 1, raw) end
+  statuses[#statuses + 1] = status
 end
-return 1
+local items = {}
+if take > 0 then
+  items = redis.call('LRANGE', KEYS[1], 0, take - 1)
+  if #items > 0 then
+    redis.call('LTRIM', KEYS[1], #items, -1)
+    redis.call('RPUSH', KEYS[2], unpack(items))
+  end
+end
+statuses[#statuses + 1] = items
+return statuses
 """
 
 # Publish a final result once: a flush retried after a dropped connection must not push it twice.
