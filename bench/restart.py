@@ -67,6 +67,21 @@ def call(r, command: str, arguments: dict | None = None, timeout: int = 10) -> d
     return json.loads(json.loads(raw)["data"])
 
 
+def host_pid(keeper: int, node_pid: int) -> int:
+    """Pids in actor.tree are the node's own (its PID namespace): translate before signalling."""
+    import psutil
+
+    for proc in psutil.Process(keeper).children(recursive=True):
+        try:
+            with open(f"/proc/{proc.pid}/status") as status:
+                nspid = next(line for line in status if line.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            continue
+        if int(nspid.split()[-1]) == node_pid:
+            return proc.pid
+    raise LookupError(node_pid)
+
+
 def serve_time(r, pid: int, probe: tuple[str, dict]) -> float:
     """SIGKILL `pid`, then time until a probe command is answered (each probe waits ≤ 50 ms)."""
     t = now()
@@ -92,7 +107,7 @@ def main() -> None:
             # One kill per actor: a second quick failure of the same child is backed off on
             # purpose, and the root's intensity (10 restarts a minute) bounds the whole run.
             node = next(c for c in tree(r)["children"] if c["path"] == path)
-            elapsed = serve_time(r, node["pid"], probe)
+            elapsed = serve_time(r, host_pid(int(info["pid"]), node["pid"]), probe)
             rows.append((f"{path} killed -> serving", f"{elapsed * 1000:.1f} ms", f"{base * 1000:.1f} ms",
                          f"{elapsed / base:.2f}x (target <= 20 ms)"))
             time.sleep(0.5)

@@ -48,3 +48,23 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what
 
 def stream(r: redis.Redis, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in r.lrange(f"stream:{job_id}", 0, -1)]
+
+
+def host_pid(keeper_pid: int, node_pid: int) -> int:
+    """The host's pid of a node process known by its pid inside the node (actor.tree, job.list).
+
+    Pids inside a sandbox are those of its own PID namespace: never signal one from the host
+    without translating it (pid 8 in the node is some unrelated host process)."""
+    import psutil
+
+    for proc in psutil.Process(keeper_pid).children(recursive=True):
+        try:
+            with open(f"/proc/{proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("NSpid:"):
+                        if int(line.split()[-1]) == node_pid:
+                            return proc.pid
+                        break
+        except (OSError, ValueError):
+            continue
+    raise LookupError(f"no process {node_pid} in the node of keeper {keeper_pid}")
