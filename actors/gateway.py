@@ -28,14 +28,12 @@ from g8os.messages.command import (
     DEFAULT_QUEUE,
     MAX_COMMAND_BYTES,
     RESULT_TTL,
-    STREAM_TTL,
     Command,
     DropCommand,
     Flag,
     Level,
     Result,
     State,
-    stream_key,
     stream_message,
 )
 from g8os.messages.errors import G8Error, InvalidArgument, Unavailable
@@ -136,19 +134,17 @@ class GatewayActor(Actor):
         in one atomic round trip (the STEP script). Returns the next batch."""
         args: list[Any] = [RESULT_TTL, take, 1 if recovering else 0]
         judged: list[tuple[bytes, Result | None, Routed | None]] = []
-        streams = []
         for raw in items:
             verdict = self._judge(raw)
             if verdict is None:  # dropped: no id to answer to
-                args += ["", "", raw]
+                args += ["", "", raw, ""]
                 judged.append((raw, None, None))
                 self._stats["dropped"] += 1
                 continue
             command_id, answer, route = verdict
-            args += [command_id, answer.to_json() if answer is not None else "", raw]
+            entry = _end_entry(answer) if answer is not None and _wants_stream(raw) else ""
+            args += [command_id, answer.to_json() if answer is not None else "", raw, entry]
             judged.append((raw, answer, route))
-            if answer is not None and _wants_stream(raw):
-                streams.append(answer)
         replies = step(keys=[DEFAULT_QUEUE, INFLIGHT], args=args, client=conn)
         following, statuses = list(replies[-1]), replies[:-1]
         handed = 0
@@ -163,13 +159,10 @@ class GatewayActor(Actor):
                 route.recovering = recovering
                 self.handoff.append(route)
                 handed += 1
-        if duplicates or streams:
+        if duplicates:
             pipe = conn.pipeline(transaction=False)
             for raw in duplicates:
                 pipe.lrem(INFLIGHT, 1, raw)
-            for answer in streams:  # a builtin's stream ends with its level-20 result
-                pipe.rpush(stream_key(answer.id), _end_entry(answer))
-                pipe.expire(stream_key(answer.id), STREAM_TTL)
             pipe.execute()
         if handed:
             os.write(self._wake_w, b"\0")
@@ -270,8 +263,26 @@ class GatewayActor(Actor):
             self._route(owner, routes)
         if Owner.JOBS in moved:
             self.job_batches_out = 0  # credits of the dead incarnation never come back
+            self._resend_inflight_jobs()
+
+    def _resend_inflight_jobs(self) -> None:
+        """A new JobSupervisor gets every job no incarnation recorded yet (the in-flight list is
+        the truth: the JobSupervisor removes each entry once the job's record is written)."""
+        try:
+            inflight = self.outbox.conn.lrange(INFLIGHT, 0, -1)
+        except redis.RedisError:
+            self._rescan.set()  # the consumer thread does it when Redis is back
+            return
+        routes = []
+        for raw in inflight:
+            verdict = self._judge(raw)
+            if verdict is not None and verdict[2] is not None and verdict[2].info.kind == Kind.PROCESS:
+                verdict[2].recovering = True
+                routes.append(verdict[2])
+        if routes:
+            self._route(Owner.JOBS, routes)
+        else:
             self._flush_jobs()
-            self._rescan.set()
 
     def call_reply(self, msg: CallReply, sender: Any) -> None:
         route = self.unacked.pop(msg.job_id, None)

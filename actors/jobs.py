@@ -9,6 +9,7 @@ no job is ever left without a result.
 
 from __future__ import annotations
 
+import collections
 import signal
 from collections import deque
 from pathlib import Path
@@ -28,6 +29,7 @@ from g8os.system.output import Message
 from g8os.system.redisconn import INFLIGHT, Outbox, connect
 
 RETRY_FLUSH = 0.2
+FINISHED_MEMORY = 10_000
 
 
 class JobSupervisor(ProcessHost, Actor):
@@ -43,6 +45,9 @@ class JobSupervisor(ProcessHost, Actor):
         self.queue_owner: dict[str, str] = {}
         self.subscriptions: dict[str, list[tuple[Call, Any, str]]] = {}
         self._retry_pending = False
+        # Ids of jobs that ended lately: a job re-sent after a gateway or JobSupervisor restart
+        # may arrive after its first copy ended; it must not run twice.
+        self.finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         for record in self.leftover_records():
             self._recover(record)
         return True
@@ -65,7 +70,7 @@ class JobSupervisor(ProcessHost, Actor):
 
     def receiveMsg_SubmitJobs(self, msg: SubmitJobs, sender: Any) -> None:
         for job in msg.jobs:
-            known = job.command.id in self.processes or (
+            known = job.command.id in self.processes or job.command.id in self.finished or (
                 job.recovering and self.outbox.conn.exists(result_key(job.command.id)))
             if not known:  # else: re-sent after a restart and already ours, or already ended
                 self._accept(job.command, job.request)
@@ -153,6 +158,9 @@ class JobSupervisor(ProcessHost, Actor):
     def _finish(self, process: ProcessActor, result: Result) -> None:
         """The job's one result: publish it, end its stream, release its queue and followers."""
         process.state = "ended"
+        self.finished[process.name] = None
+        if len(self.finished) > FINISHED_MEMORY:
+            self.finished.popitem(last=False)
         if process.command.stream:
             entry, _flag = process.end_message()
             self.outbox.stream(process.name, [entry])

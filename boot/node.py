@@ -24,7 +24,7 @@ from thespian.actors import ActorSystem
 from g8os.actors.root import RootActor
 from g8os.boot.config import NodeConfig
 from g8os.messages.internal import Init, ReopenLogs, Shutdown, Stopped
-from g8os.system import linux
+from g8os.system import info, linux
 
 START_TIMEOUT = 60.0
 
@@ -64,6 +64,8 @@ def run(config: NodeConfig, notify_fd: int | None) -> int:
     received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
         signal.signal(sig, lambda signum, frame: received.append(signum))
+
+    info.version()  # runs git once here; every actor forked below inherits the answer
 
     system = ActorSystem("multiprocTCPBase", {"Admin Port": config.actor_port},
                          logDefs={"version": 1, "root": {"level": "WARNING"}})

@@ -25,22 +25,23 @@ from g8os.messages.command import (
 INFLIGHT = "g8os:gateway:inflight"
 
 # One step of the gateway, atomic and in one round trip, for a batch of judged commands.
-# KEYS = queue, in-flight list; ARGV = ttl, take, recovering, then (id, answer, raw) per command.
+# KEYS = queue, in-flight list; ARGV = ttl, take, recovering, then (id, answer, raw, stream entry)
+# per command.
 # Status per command, in order:
 #   -1  no usable id: dropped (its raw entry leaves the in-flight list)
 #    2  answered already: dropped
 #    0  its flag exists: a duplicate id (when recovering after a restart, our own command,
 #       which proceeds as accepted instead)
 #    1  accepted: the flag is created with no TTL (known and running); a known answer
-#       (ping, bad arguments, unknown command) is published at once and the command
-#       leaves the in-flight list
+#       (ping, bad arguments, unknown command) is published at once, after its stream entry
+#       when the command asked for a stream, and the command leaves the in-flight list
 # Then up to `take` waiting commands move to the in-flight list; they are returned as the last
 # element: the next batch.
-STEP = """
+STEP = f"""
 local ttl, take, recovering = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
-local statuses = {}
-for i = 4, #ARGV, 3 do
-  local id, answer, raw = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local statuses = {{}}
+for i = 4, #ARGV, 4 do
+  local id, answer, raw, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local status = -1
   if id ~= '' then
     local flag, result = 'result:' .. id .. ':flag', 'result:' .. id
@@ -50,6 +51,10 @@ for i = 4, #ARGV, 3 do
       if redis.call('EXISTS', flag) == 0 then redis.call('RPUSH', flag, '') end
       status = 1
       if answer ~= '' then
+        if entry ~= '' then
+          redis.call('RPUSH', 'stream:' .. id, entry)
+          redis.call('EXPIRE', 'stream:' .. id, {STREAM_TTL})
+        end
         redis.call('RPUSH', result, answer)
         redis.call('EXPIRE', result, ttl)
         redis.call('EXPIRE', flag, ttl)
@@ -59,7 +64,7 @@ for i = 4, #ARGV, 3 do
   if id == '' or answer ~= '' or status == 2 then redis.call('LREM', KEYS[2], 1, raw) end
   statuses[#statuses + 1] = status
 end
-local items = {}
+local items = {{}}
 if take > 0 then
   items = redis.call('LRANGE', KEYS[1], 0, take - 1)
   if #items > 0 then

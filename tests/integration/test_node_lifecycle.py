@@ -128,7 +128,7 @@ def test_sigterm_leaves_nothing_behind(own_node):
         host_mounts = info.read()
     started = time.monotonic()
     os.kill(pid1, signal.SIGTERM)
-    gone, alive = psutil.wait_procs(procs, timeout=30)
+    _gone, alive = psutil.wait_procs(procs, timeout=30)
     elapsed = time.monotonic() - started
     assert not alive, f"left running: {[(p.pid, _safe_name(p)) for p in alive]}"
     assert elapsed < 25
