@@ -119,6 +119,9 @@ class Actor(ActorTypeDispatcher):
 
     kind: ClassVar[str] = "actor"
     flags: ClassVar[SupFlags] = SupFlags()
+    # Keep one idle child process ready to become whichever child fails next: creating an actor
+    # costs Thespian ~15–40 ms (the admin forks it), taking over a spare about 1 ms.
+    keeps_spare: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -138,6 +141,7 @@ class Actor(ActorTypeDispatcher):
         self._stopping = False
         self._stop_done: Callable[[], None] | None = None
         self._corr = itertools.count(1)
+        self._spare: Any = None
 
     # ---- hooks for subclasses -------------------------------------------------------------
 
@@ -219,7 +223,7 @@ class Actor(ActorTypeDispatcher):
         linux.set_pdeathsig(signal.SIGKILL)
         if msg.parent_pid and os.getppid() != msg.parent_pid:
             os._exit(1)
-        linux.set_process_name(f"g8:{self.name}"[:15])
+        linux.set_process_name(f"g8:{self.name or 'root'}"[:15])
         signal.set_wakeup_fd(-1)  # a wakeup fd forked in from the node process is not ours
         self._close_inherited_fds()
         for spec in self.child_specs():
@@ -244,6 +248,12 @@ class Actor(ActorTypeDispatcher):
             self._announced = True
             self.send(self.parent, Ready(self.name, os.getpid()))
             self.emit("/actor/started", self.path)
+        self._ensure_spare()
+
+    def _ensure_spare(self) -> None:
+        if self.keeps_spare and self._spare is None and not self._stopping and all(
+                r.state == "running" for r in self.children.values()):
+            self._spare = self.createActor(Spare)
 
     def _close_inherited_fds(self) -> None:
         """Drop the pipes and sockets forked in from siblings and from whoever started Thespian."""
@@ -313,10 +323,14 @@ class Actor(ActorTypeDispatcher):
         record.state = "starting"
         record.missed_pings = 0
         record.pid = 0
-        record.address = self.createActor(record.spec.cls)
+        role = None
+        if self._spare is not None and getattr(self, "_announced", False):
+            record.address, self._spare, role = self._spare, None, record.spec.cls
+        else:
+            record.address = self.createActor(record.spec.cls)
         path = f"{self.path.rstrip('/')}/{record.spec.name}"
         self.send(record.address, Init(record.spec.name, path, os.getpid(), self.config,
-                                       self.directory))
+                                       self.directory, role))
         self.after(START_TIMEOUT, "_start_deadline", record.spec.name, record.generation)
 
     def _start_deadline(self, name: str, generation: int) -> None:
@@ -333,6 +347,7 @@ class Actor(ActorTypeDispatcher):
         self.sup.started(msg.name)
         self.child_ready(msg.name)
         self._start_pending_children()
+        self._ensure_spare()
 
     def child_ready(self, name: str) -> None:
         """A child (re)started and answers; the root publishes the new directory here."""
@@ -344,6 +359,10 @@ class Actor(ActorTypeDispatcher):
             self.emit("/actor/failed", self._child_path(msg.name), error=msg.error[-2000:])
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
+        if self._spare is not None and msg.childAddress == self._spare:
+            self._spare = None  # the idle spare died: make another once the tree is steady
+            self._ensure_spare()
+            return
         record = next((r for r in self.children.values() if r.address == msg.childAddress), None)
         if record is None:
             return  # Thespian reports some exits twice; the second finds no child
@@ -424,6 +443,9 @@ class Actor(ActorTypeDispatcher):
     def stop_all(self, then: Callable[[], None]) -> None:
         """Stop every child in reverse start order, one after the other, then call `then`."""
         self._stopping = True
+        if self._spare is not None:
+            self.send(self._spare, ActorExitRequest())
+            self._spare = None
         running = [n for n in reversed(self.sup.start_order())
                    if n in self.children and self.children[n].address is not None]
         # children in backoff never come back once we stop
@@ -692,6 +714,24 @@ class Actor(ActorTypeDispatcher):
 
     def next_corr(self) -> str:
         return f"{os.getpid()}.{next(self._corr)}"
+
+
+class Spare(Actor):
+    """An idle child that becomes another actor on its Init (its `role`): Thespian fixes an
+    actor's class at creation, so the spare swaps its own class before initialising."""
+
+    kind = "spare"
+
+    def __init__(self) -> None:
+        super().__init__()
+        linux.set_pdeathsig(signal.SIGKILL)  # idle or not, never outlive the parent
+
+    def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
+        if msg.role is None or not issubclass(msg.role, Actor) or issubclass(msg.role, Spare):
+            return
+        self.__class__ = msg.role
+        msg.role.__init__(self)  # the new role's state; Thespian keeps only `_myRef` on us
+        self.receiveMsg_Init(msg, sender)
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -139,7 +139,6 @@ class GatewayActor(Actor):
             if verdict is None:  # dropped: no id to answer to
                 args += ["", "", raw, ""]
                 judged.append((raw, None, None))
-                self._stats["dropped"] += 1
                 continue
             command_id, answer, route = verdict
             entry = _end_entry(answer) if answer is not None and _wants_stream(raw) else ""
@@ -330,10 +329,3 @@ def _wants_stream(raw: bytes) -> bool:
 def _end_entry(result: Result) -> str:
     flag = Flag.EXIT_SUCCESS if result.state == State.SUCCESS else Flag.EXIT_ERROR
     return stream_message(0, result.id, result.data, Level.RESULT_JSON, flag)
-
-
-def _execute_quietly(pipe: Any) -> None:
-    try:
-        pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        pass  # the in-flight list is only a safety net; a stale entry is re-judged as a duplicate

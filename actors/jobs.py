@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import collections
 import signal
+import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
 
 from g8os.actors.base import DEFERRED, Actor
 from g8os.actors.process import Policy, ProcessActor, ProcessHost
 from g8os.actors.supervision import Action, Strategy, Supervisor, SupFlags
+from g8os.messages import registry
 from g8os.messages.command import Command, Result, State, result_key, stream_message
 from g8os.messages.core import Bash, Subscribe, System
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
@@ -45,6 +48,7 @@ class JobSupervisor(ProcessHost, Actor):
         self.queue_owner: dict[str, str] = {}
         self.subscriptions: dict[str, list[tuple[Call, Any, str]]] = {}
         self._retry_pending = False
+        self.unpublished: set[str] = set()   # jobs whose record holds a result not yet in Redis
         # Ids of jobs that ended lately: a job re-sent after a gateway or JobSupervisor restart
         # may arrive after its first copy ended; it must not run twice.
         self.finished: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -58,6 +62,9 @@ class JobSupervisor(ProcessHost, Actor):
 
     def after_message(self) -> None:
         if self.outbox.flush():
+            for name in self.unpublished:
+                self.drop_record(name)
+            self.unpublished.clear()
             return
         if not self._retry_pending:
             self._retry_pending = True
@@ -70,15 +77,40 @@ class JobSupervisor(ProcessHost, Actor):
 
     def receiveMsg_SubmitJobs(self, msg: SubmitJobs, sender: Any) -> None:
         for job in msg.jobs:
-            known = job.command.id in self.processes or job.command.id in self.finished or (
-                job.recovering and self.outbox.conn.exists(result_key(job.command.id)))
-            if not known:  # else: re-sent after a restart and already ours, or already ended
-                self._accept(job.command, job.request)
+            if not self._known(job.command.id, job.recovering):
+                try:
+                    self._accept(job.command, job.request)
+                except Exception as exc:  # one bad job must not take the others down with us
+                    self._reject(job.command, exc)
             if job.raw:
                 self.outbox.add("lrem", INFLIGHT, job.raw)
         self.send(sender, JobsTaken(len(msg.jobs)))
 
-    def _accept(self, command: Command, request: Any, *, runs: int = 0) -> None:
+    def _known(self, job_id: str, recovering: bool) -> bool:
+        """Re-sent after a restart and already ours, or already ended."""
+        if job_id in self.processes or job_id in self.finished:
+            return True
+        if not recovering:
+            return False
+        try:
+            return bool(self.outbox.conn.exists(result_key(job_id)))
+        except redis.RedisError:
+            return False  # Redis is down: the job's records decide (it is not ours: run it)
+
+    def _reject(self, command: Command, exc: Exception) -> None:
+        self.processes.pop(command.id, None)
+        if command.id in self.jobs:
+            self.jobs.remove(command.id)
+        if isinstance(exc, G8Error):
+            result = Result.failure(command, code=exc.code, message=exc.message, critical=exc.critical)
+        else:
+            result = Result.failure(command, code=500, message=f"could not start the job: {exc!r}",
+                                    critical=traceback.format_exc()[-4000:])
+        self.outbox.result(result)
+        self.drop_record(command.id)
+        self.finished[command.id] = None
+
+    def _accept(self, command: Command, request: Any, *, runs: int = 0, first_start_ms: int = 0) -> None:
         if isinstance(request, System):
             argv, env, cwd, stdin = [request.name, *request.args], request.env, request.dir, request.stdin
         elif isinstance(request, Bash):
@@ -89,7 +121,7 @@ class JobSupervisor(ProcessHost, Actor):
                         max_time=command.max_time or 0)
         process = ProcessActor(self, command.id, f"{self.path.rstrip('/')}/{command.id}", command, argv,
                                env=env, cwd=cwd, stdin=stdin.encode(), policy=policy)
-        process.runs = runs
+        process.runs, process.first_start_ms = runs, first_start_ms
         self.processes[command.id] = process
         self.jobs.add(policy.spec(command.id))
         if command.queue:
@@ -171,7 +203,9 @@ class JobSupervisor(ProcessHost, Actor):
         if self.outbox.flush():
             self.drop_record(process.name)
         else:
+            # Redis is down: keep the result with the record until the outbox gets through.
             self.save_record(process, result=result.to_json())
+            self.unpublished.add(process.name)
         self.emit("/job/end", process.path, state=str(result.state), code=result.code)
         for call, sender, _subscriber in self.subscriptions.pop(process.name, []):
             self.reply(call, {"id": process.name, "state": str(result.state)}, sender=sender)
@@ -195,19 +229,21 @@ class JobSupervisor(ProcessHost, Actor):
             command = Command.from_wire(record["command"])
         except Exception:
             return
-        self.drop_record(command.id)
         if "result" in record:
             self.outbox.add("result", command.id, record["result"])
+            self.unpublished.add(command.id)
             return
+        self.drop_record(command.id)
         policy = record.get("policy", {})
         runs = record.get("runs", 0)
         restartable = policy.get("protected") or policy.get("recurring_period") or (
             policy.get("max_restart") and runs < policy["max_restart"])
-        if restartable and record.get("argv"):
-            request = System(name=record["argv"][0], args=record["argv"][1:], dir=record.get("cwd") or "",
-                             env=record.get("env"))
+        info = registry.lookup(command.command)
+        if restartable and info is not None:
+            # The record holds the whole command (stdin included): run it again as it was asked.
+            request = registry.parse_arguments(info, command.arguments)
             self.emit("/job/restarting", f"{self.path}/{command.id}", reason="job supervisor restarted")
-            self._accept(command, request, runs=runs)
+            self._accept(command, request, runs=runs, first_start_ms=record.get("first_start_ms", 0))
             return
         pid = record.get("pid")
         lost = f"process {pid} was killed with it" if record.get("was_alive") else "its process was lost"
@@ -229,11 +265,14 @@ class JobSupervisor(ProcessHost, Actor):
         return [_job_info(p) for p in processes]
 
     def handle_job_kill(self, request: JobKill, call: Call) -> bool:
+        if request.id not in self.processes and self._end_subscription(request.id):
+            return True
         process = self._job(request.id)
         if process.state == "running":
             return process.kill(request.signal, as_state=State.KILLED,
                                 reason=f"killed by job.kill (signal {request.signal})")
         process.killed_by = State.KILLED
+        process.kill_reason = f"killed by job.kill while {process.state} (it was not running)"
         self._finish(process, process.result())
         return True
 
@@ -261,11 +300,27 @@ class JobSupervisor(ProcessHost, Actor):
             self.outbox.stream(subscriber, [stream_message(
                 target.container, target.name, message.text, message.level, flags, message.epoch_ns)])
 
+        forward.subscriber = subscriber  # type: ignore[attr-defined]
         for message in target.recent:
             forward(message, 0)
         target.followers.append(forward)
         self.subscriptions.setdefault(target.name, []).append((call, self._reply_address(call), subscriber))
         return DEFERRED
+
+    def _end_subscription(self, subscriber: str) -> bool:
+        """job.kill of a core.subscribe job: it stops following and ends now."""
+        for target, subscriptions in self.subscriptions.items():
+            for entry in subscriptions:
+                call, sender, sub_id = entry
+                if sub_id == subscriber:
+                    subscriptions.remove(entry)
+                    watched = self.processes.get(target)
+                    if watched is not None:
+                        watched.followers = [f for f in watched.followers
+                                             if getattr(f, "subscriber", None) != subscriber]
+                    self.reply(call, {"id": target, "state": "unsubscribed"}, sender=sender)
+                    return True
+        return False
 
     def _reply_address(self, call: Call) -> Any:
         return call.reply_to or self.directory.get("gateway")
@@ -313,10 +368,14 @@ def _job_info(process: ProcessActor) -> dict[str, Any]:
     }
     if process.pid:
         try:
-            proc = psutil.Process(process.pid)
+            # The same psutil.Process across calls, so cpu_percent measures since the last listing.
+            if process.ps is None or process.ps.pid != process.pid:
+                process.ps = psutil.Process(process.pid)
+            proc = process.ps
             with proc.oneshot():
-                memory = proc.memory_info()
-                info.update(cpu=proc.cpu_percent(None), rss=memory.rss, vms=memory.vms)
+                memory = proc.memory_full_info()
+                info.update(cpu=proc.cpu_percent(None), rss=memory.rss, vms=memory.vms,
+                            swap=getattr(memory, "swap", 0))
         except psutil.Error:
             pass
     return info

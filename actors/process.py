@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from g8os.actors.supervision import Backoff, ChildSpec, Restart
+from g8os.actors.supervision import ChildSpec, Restart
 from g8os.messages.command import Command, Flag, Level, Result, State, now_ms, stream_message
 from g8os.messages.errors import G8Error
 from g8os.system import spawn as spawner
@@ -38,8 +38,6 @@ class Policy:
     recurring_period: int = 0       # re-run this many seconds after each exit
     protected: bool = False         # re-run forever, with backoff (services such as redis)
     max_time: int = 0               # SIGKILL the group after this many seconds → TIMEOUT
-    backoff: Backoff = attrs.field(factory=lambda: Backoff(initial=1.0, factor=1.5, cap=300.0,
-                                                           reset_after=10.0))
 
     def spec(self, name: str) -> ChildSpec:
         restart = (Restart.PERMANENT if self.protected or self.recurring_period
@@ -74,6 +72,7 @@ class ProcessActor:
         self.kill_reason = ""
         self.unscheduled = False
         self.restart_requested = False   # actor.restart: run again whatever the spec says
+        self.ps: Any = None                 # psutil.Process, kept for cpu_percent between listings
         self.output = JobOutput()
         self.recent: deque[Message] = deque(maxlen=RECENT_MESSAGES)
         self.followers: list[Callable[[Message, int], None]] = []

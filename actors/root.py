@@ -34,6 +34,7 @@ from g8os.messages.internal import (
 class RootActor(Actor):
     kind = "root"
     flags = SupFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=60.0)
+    keeps_spare = True
 
     def child_specs(self) -> list[HeavySpec]:
         # Start order: the log first (everyone reports to it), redis before its users, the
@@ -104,7 +105,8 @@ class RootActor(Actor):
 
     def handle_actor_restart(self, request: ActorRestart, call: Call) -> Any:
         if request.path == "/":
-            raise FailedPrecondition("restart the whole node with SIGTERM; PID 1 starts it again")
+            raise FailedPrecondition("the root is not restarted through itself: restart the node "
+                                     "(core0 sandbox down, then up)")
         return self._op("restart", request.path, 15, call)
 
     def _op(self, op: str, path: str, signal: int, call: Call) -> Any:

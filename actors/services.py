@@ -47,7 +47,7 @@ class ServiceSupervisor(ProcessHost, Actor):
 
     def _add(self, name: str, argv: list[str]) -> None:
         command = Command(id=name, command="service", arguments={})
-        policy = Policy(protected=True, backoff=PROTECTED)
+        policy = Policy(protected=True)
         self.processes[name] = ProcessActor(self, name, f"{self.path.rstrip('/')}/{name}", command, argv,
                                             policy=policy)
         self.services.add(policy.spec(name))
@@ -116,13 +116,14 @@ class ServiceSupervisor(ProcessHost, Actor):
             self.drop_record(name)
 
     def light_nodes(self) -> list[dict[str, Any]]:
-        nodes = []
-        for process in self.processes.values():
-            node = process.node()
-            node["kind"] = "service"
-            node["protected"] = True
-            nodes.append(node)
-        return nodes
+        return [self._service_node(p) for p in self.processes.values()]
+
+    @staticmethod
+    def _service_node(process: ProcessActor) -> dict[str, Any]:
+        node = process.node()
+        node["kind"] = "service"
+        node["protected"] = True
+        return node
 
     def light_op(self, op: ActorOp) -> Any:
         name = op.path[len(self.path.rstrip("/")) + 1:]
@@ -130,7 +131,7 @@ class ServiceSupervisor(ProcessHost, Actor):
         if process is None:
             raise NotFound(f"no actor at {op.path}")
         if op.op == "inspect":
-            return process.node()
+            return self._service_node(process)
         if process.state != "running":
             raise NotFound(f"{op.path} is {process.state}, not running")
         signal_number = op.signal if op.op == "kill" else 15

@@ -160,10 +160,6 @@ class Command:
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
-    @property
-    def is_scheduled(self) -> bool:
-        """Needs the job scheduler (serial queue, re-runs or a deadline), whatever runs it."""
-        return bool(self.queue or self.recurring_period or self.max_restart or self.max_time)
 
 
 def now_ms() -> int:

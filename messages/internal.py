@@ -23,6 +23,7 @@ class Init:
     parent_pid: int
     config: Any                      # boot.config.NodeConfig
     directory: dict[str, Any] = attrs.field(factory=dict)   # name → ActorAddress of the root's children
+    role: type | None = None         # for a warm spare: the actor class it becomes
 
 
 @attrs.frozen

@@ -14,14 +14,14 @@ class ProcessList:
     """List OS processes with their cpu and memory use; `pid` (or G8OS 1.0's `id`) selects one."""
 
     pid: int | None = attrs.field(default=None, validator=positive)
-    # G8OS 1.0 clients send `id`: a job id, or a pid as a string.
+    # G8OS 1.0 clients send `id`: a pid as a string.
     id: str | None = None
 
 
 @command("process.kill", owner=Owner.STATS)
 @attrs.frozen(kw_only=True)
 class ProcessKill:
-    """Send a signal to one OS process by `pid` (or G8OS 1.0's `id`: a job id or pid string)."""
+    """Send a signal to one OS process by `pid` (or G8OS 1.0's `id`: the pid as a string)."""
 
     pid: int | None = attrs.field(default=None, validator=positive)
     id: str | None = None

@@ -45,11 +45,11 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str
           stdin: bytes = b"", netns_fd: int | None = None) -> Spawned:
     """Start `argv` in a new process group with piped stdout/stderr.
 
-    stdin is a sealed memfd (any size, never blocks the actor); `netns_fd` puts the process in
+    stdin is a memfd (any size, never blocks the actor); `netns_fd` puts the process in
     another network namespace (the node's, while the actor lives in the private actor plane).
     """
     if cwd and not os.path.isdir(cwd):
-        raise InvalidArgument(f"`dir`: no such directory: {cwd}", field="dir")
+        raise InvalidArgument(f"`arguments.dir`: no such directory: {cwd}", field="arguments.dir")
     full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
     if env:
         full_env.update(env)
@@ -71,10 +71,11 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str
         for fd in (out_r, err_r):
             os.close(fd)
         raise NotFound(f"executable not found: {argv[0]}") from exc
-    except PermissionError as exc:
+    except OSError as exc:  # EACCES, ENOTDIR, ENOEXEC, E2BIG...: the request is what is wrong
         for fd in (out_r, err_r):
             os.close(fd)
-        raise InvalidArgument(f"`name`: cannot execute {argv[0]}: {exc.strerror}", field="name") from exc
+        raise InvalidArgument(f"`arguments.name`: cannot execute {argv[0]}: {exc.strerror}",
+                              field="arguments.name") from exc
     finally:
         for fd in (out_w, err_w):
             os.close(fd)

@@ -250,3 +250,33 @@ def test_info_commands(r):
 def test_process_kill_refuses_core0_itself(r):
     res = call(r, "process.kill", {"pid": 1})
     assert res["code"] == 412
+
+
+def test_unexecutable_name_is_400_and_the_node_keeps_serving(r):
+    res = call(r, "core.system", {"name": "/etc/passwd/x"})  # ENOTDIR at exec time
+    assert res["code"] == 400 and "arguments.name" in json.loads(res["data"])
+    assert call(r, "bash", {"script": "echo still here"})["streams"][0] == "still here"
+
+
+def test_killing_a_queued_job_says_why(r):
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    first = push(r, "bash", {"script": "sleep 30"}, queue=queue)
+    second = push(r, "bash", {"script": "echo never"}, queue=queue)
+    wait_for(lambda: any(j["id"] == second for j in json.loads(call(r, "job.list")["data"])))
+    assert call(r, "job.kill", {"id": second})["state"] == "SUCCESS"
+    res = result(r, second)
+    assert res["state"] == "KILLED" and "not running" in res["critical"]
+    call(r, "job.kill", {"id": first, "signal": 9})
+    assert result(r, first)["state"] == "KILLED"
+
+
+def test_a_subscriber_can_be_killed(r):
+    job = push(r, "bash", {"script": "sleep 30"})
+    wait_for(lambda: r.exists(f"result:{job}:flag"))
+    wait_for(lambda: any(j["id"] == job for j in json.loads(call(r, "job.list")["data"])))
+    sub = push(r, "core.subscribe", {"id": job}, stream=True)
+    wait_for(lambda: r.exists(f"result:{sub}:flag"))
+    assert call(r, "job.kill", {"id": sub})["state"] == "SUCCESS"
+    assert result(r, sub)["state"] == "SUCCESS"
+    call(r, "job.kill", {"id": job, "signal": 9})
+    assert result(r, job)["state"] == "KILLED"
