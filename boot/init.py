@@ -179,6 +179,16 @@ def node_dirs(config: NodeConfig) -> list[str]:
     return sorted({os.path.abspath(p) for p in paths if p})
 
 
+def software_dirs() -> list[str]:
+    """Where the node's own code and interpreter live: they must stay visible too (a checkout
+    or a virtualenv under /tmp would otherwise vanish under the node's fresh /tmp)."""
+    import g8os
+
+    paths = [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+             os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(g8os.__file__))]
+    return sorted({os.path.abspath(p) for p in paths if p and os.path.isdir(p)})
+
+
 def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
@@ -197,6 +207,7 @@ def mount_filesystems(config: NodeConfig, log: Log) -> None:
     keep = node_dirs(config)
     for path in keep:
         os.makedirs(path, mode=0o700, exist_ok=True)
+    keep = sorted({*keep, *software_dirs()})
     before = {path: _identity(path) for path in keep}
     # O_PATH handles on what the mounts will cover, bound back afterwards through /proc/self/fd.
     held = {p: os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
