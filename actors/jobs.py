@@ -41,7 +41,7 @@ class JobSupervisor(ProcessHost, Actor):
     flags = SupFlags(strategy=Strategy.ONE_FOR_ONE, intensity=None)
 
     def on_start(self) -> bool:
-        self.init_host(Path(self.config.state_dir) / "jobs")
+        self.init_host(Path(self.config.runtime_dir) / "jobs")
         self.jobs = Supervisor(self.flags, ())
         self.outbox = Outbox(connect(self.config.redis))
         self.queues: dict[str, deque[ProcessActor]] = {}

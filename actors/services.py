@@ -31,7 +31,7 @@ class ServiceSupervisor(ProcessHost, Actor):
     flags = SupFlags(strategy=Strategy.ONE_FOR_ONE, intensity=None, backoff=PROTECTED)
 
     def on_start(self) -> bool:
-        self.init_host(Path(self.config.state_dir) / "services")
+        self.init_host(Path(self.config.runtime_dir) / "services")
         for record in self.leftover_records():
             if record.get("was_alive"):
                 self.log(f"killed {record['argv'][0]} (pid {record['pid']}) left by a previous incarnation")

@@ -31,6 +31,9 @@ class NodeConfig:
     hostname: str = "g8os"
     state_dir: str                    # desired state of resources, job records, redis data
     run_dir: str                      # sockets, pid files
+    # Volatile state that must outlive an actor but not the node: records of running jobs and
+    # services. A tmpfs (the node's own /run): written for every job started, so it must be fast.
+    runtime_dir: str = "/run/g8os"
     log_file: str = ""                # core0's own log ("" = stderr)
     redis: RedisConfig
     shutdown_timeout: float = 20.0    # SIGTERM to exit, whole node

@@ -102,7 +102,9 @@ class Outbox:
 
     def __init__(self, conn: redis.Redis, limit: int = 100_000) -> None:
         self.conn = conn
-        self._publish = conn.register_script(PUBLISH)
+        # EVALSHA straight into the pipeline: redis-py's Script objects make every pipeline
+        # that holds one ask SCRIPT EXISTS first, one more round trip per flush.
+        self._publish_sha = conn.register_script(PUBLISH).sha
         self.queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
         self.limit = limit
         self.failed_since = 0.0
@@ -141,11 +143,12 @@ class Outbox:
             return True
         batch = list(self.queue)
         pipe = self.conn.pipeline(transaction=False)
+        publishes: list[tuple[int, str, str]] = []   # (reply index, job id, body)
         for op, args in batch:
             if op == "result":
                 job_id, body = args
-                self._publish(keys=[result_key(job_id), flag_key(job_id)], args=[body, RESULT_TTL],
-                              client=pipe)
+                publishes.append((len(pipe.command_stack), job_id, body))
+                pipe.evalsha(self._publish_sha, 2, result_key(job_id), flag_key(job_id), body, RESULT_TTL)
             elif op == "stream":
                 job_id, entries = args
                 key = stream_key(job_id)
@@ -163,7 +166,18 @@ class Outbox:
                     if trim:
                         pipe.ltrim(key, -trim, -1)
         try:
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+            # A redis-server that restarted has forgotten the script: load it, publish again
+            # (publishing is idempotent), the rest of the pipeline went through.
+            missed = [(job_id, body) for index, job_id, body in publishes
+                      if isinstance(replies[index], redis.exceptions.NoScriptError)]
+            if missed:
+                self._publish_sha = self.conn.script_load(PUBLISH)
+                retry = self.conn.pipeline(transaction=False)
+                for job_id, body in missed:
+                    retry.evalsha(self._publish_sha, 2, result_key(job_id), flag_key(job_id), body,
+                                  RESULT_TTL)
+                retry.execute()
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
             if not self.failed_since:
                 self.failed_since = time.monotonic()
