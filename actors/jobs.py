@@ -335,10 +335,7 @@ class JobSupervisor(ProcessHost, Actor):
         return [p.node() for p in self.processes.values()]
 
     def light_op(self, op: ActorOp) -> Any:
-        name = op.path[len(self.path.rstrip("/")) + 1:]
-        process = self.processes.get(name)
-        if process is None:
-            raise NotFound(f"no actor at {op.path}")
+        process = self.light_process(op.path)
         if op.op == "inspect":
             node = process.node()
             node["recent"] = [{"level": m.level, "text": m.text[:200]} for m in list(process.recent)[-10:]]

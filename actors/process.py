@@ -21,7 +21,7 @@ import attrs
 
 from g8os.actors.supervision import ChildSpec, Restart
 from g8os.messages.command import Command, Flag, Level, Result, State, now_ms, stream_message
-from g8os.messages.errors import G8Error
+from g8os.messages.errors import G8Error, NotFound
 from g8os.system import spawn as spawner
 from g8os.system.output import JobOutput, Message
 from g8os.system.reaper import Reaper
@@ -256,6 +256,13 @@ class ProcessHost:
     def unwatch(self, fd: int) -> None:  # overrides Actor.unwatch to forget the fd's owner too
         self.by_fd.pop(fd, None)
         super().unwatch(fd)  # type: ignore[misc]
+
+    def light_process(self, path: str) -> ProcessActor:
+        """The light actor at `path` (one below this host), or NotFound."""
+        process = self.processes.get(path[len(self.path.rstrip("/")) + 1:])  # type: ignore[attr-defined]
+        if process is None:
+            raise NotFound(f"no actor at {path}")
+        return process
 
     def _process_deadline(self, name: str, generation: int) -> None:
         process = self.processes.get(name)

@@ -126,10 +126,7 @@ class ServiceSupervisor(ProcessHost, Actor):
         return node
 
     def light_op(self, op: ActorOp) -> Any:
-        name = op.path[len(self.path.rstrip("/")) + 1:]
-        process = self.processes.get(name)
-        if process is None:
-            raise NotFound(f"no actor at {op.path}")
+        process = self.light_process(op.path)
         if op.op == "inspect":
             return self._service_node(process)
         if process.state != "running":

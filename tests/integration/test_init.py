@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import psutil
 import pytest
+from wire import wait_for
 
 from g8os.boot.config import NodeConfig, RedisConfig
 
@@ -46,17 +47,6 @@ _, status = os.waitpid(pid, 0)
 code = os.waitstatus_to_exitcode(status)
 os._exit(code if code >= 0 else 128 - code)
 """
-
-
-def wait_for(check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -15,9 +15,8 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from wire import wait_for
 
 from g8os.boot import sandbox
 
@@ -36,17 +36,6 @@ if os.geteuid() != 0:
 
 PLANE = str(Path(__file__).with_name("plane_fixture.py"))
 T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(proc: psutil.Process) -> bool:
