@@ -280,3 +280,27 @@ def test_a_subscriber_can_be_killed(r):
     assert result(r, sub)["state"] == "SUCCESS"
     call(r, "job.kill", {"id": job, "signal": 9})
     assert result(r, job)["state"] == "KILLED"
+
+
+def test_a_flood_of_duplicates_gets_one_result(r):
+    job = str(uuid.uuid4())
+    body = json.dumps({"id": job, "command": "bash", "arguments": {"script": "echo once"}})
+    pipe = r.pipeline(transaction=False)
+    for _ in range(500):
+        pipe.rpush("core:default", body)
+    pipe.execute()
+    assert result(r, job)["streams"][0] == "once"
+    assert call(r, "core.ping")["state"] == "SUCCESS"  # every duplicate was judged by now
+    assert r.llen(f"result:{job}") == 1
+    assert r.llen("g8os:gateway:inflight") == 0 or wait_for(lambda: r.llen("g8os:gateway:inflight") == 0)
+
+
+def test_killall_spares_nothing_it_should_not(r):
+    jobs = [push(r, "bash", {"script": "sleep 30"}) for _ in range(3)]
+    wait_for(lambda: {j["id"] for j in json.loads(call(r, "job.list")["data"])} >= set(jobs))
+    killed = json.loads(call(r, "job.killall", {"signal": 9})["data"])
+    assert set(jobs) <= set(killed)
+    for job in jobs:
+        assert result(r, job)["state"] == "KILLED"
+    redis_up = call(r, "core.ping")  # services are not jobs: redis-server is untouched
+    assert redis_up["state"] == "SUCCESS"
