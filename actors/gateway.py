@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -57,6 +57,15 @@ class Routed:
         self.command, self.info, self.request, self.raw = command, info, request, raw
         self.recovering = recovering
         self.sent_at = 0.0
+
+
+class Verdict(NamedTuple):
+    """What the gateway makes of one command: answer it now, or route it to its owner."""
+
+    id: str
+    answer: Result | None
+    route: Routed | None
+    stream: bool
 
 
 class GatewayActor(Actor):
@@ -140,8 +149,8 @@ class GatewayActor(Actor):
                 args += ["", "", raw, ""]
                 judged.append((raw, None, None))
                 continue
-            command_id, answer, route = verdict
-            entry = _end_entry(answer) if answer is not None and _wants_stream(raw) else ""
+            command_id, answer, route, stream = verdict
+            entry = _end_entry(answer) if answer is not None and stream else ""
             args += [command_id, answer.to_json() if answer is not None else "", raw, entry]
             judged.append((raw, answer, route))
         replies = step(keys=[DEFAULT_QUEUE, INFLIGHT], args=args, client=conn)
@@ -167,7 +176,7 @@ class GatewayActor(Actor):
             os.write(self._wake_w, b"\0")
         return following
 
-    def _judge(self, raw: bytes) -> tuple[str, Result | None, Routed | None] | None:
+    def _judge(self, raw: bytes) -> Verdict | None:
         """(id, answer-now, or route) for one command; None when the protocol drops it."""
         if len(raw) > 64 * 1024 * 1024:
             self._stats["dropped"] += 1
@@ -179,24 +188,27 @@ class GatewayActor(Actor):
             self._stats["dropped"] += 1
             return None
         name = body.get("command") if isinstance(body.get("command"), str) else ""
+        stream = body.get("stream") is True
         try:
             if len(raw) > MAX_COMMAND_BYTES:
                 raise InvalidArgument(f"command is {len(raw)} bytes; the limit is {MAX_COMMAND_BYTES}")
             command = Command.from_wire(body)
         except InvalidArgument as exc:
-            return command_id, Result.failure(None, job_id=command_id, name=name, code=exc.code,
-                                              message=exc.message), None
+            return Verdict(command_id, Result.failure(None, job_id=command_id, name=name, code=exc.code,
+                                                      message=exc.message), None, stream)
         info = registry.lookup(command.command)
         if info is None:
-            return command_id, Result.failure(command, code=404, state=State.UNKNOWN_CMD,
-                                              message=f"unknown command {command.command!r}"), None
+            return Verdict(command_id, Result.failure(command, code=404, state=State.UNKNOWN_CMD,
+                                                      message=f"unknown command {command.command!r}"),
+                           None, stream)
         try:
             request = registry.parse_arguments(info, command.arguments)
         except InvalidArgument as exc:
-            return command_id, Result.failure(command, code=exc.code, message=exc.message), None
+            return Verdict(command_id, Result.failure(command, code=exc.code, message=exc.message), None,
+                           stream)
         if info.owner == Owner.GATEWAY:
-            return command_id, Result.builtin(command, f"PONG {__version__}"), None
-        return command_id, None, Routed(command, info, request, raw, False)
+            return Verdict(command_id, Result.builtin(command, f"PONG {__version__}"), None, stream)
+        return Verdict(command_id, None, Routed(command, info, request, raw, False), stream)
 
     # ---- the actor thread: routing and replies --------------------------------------------------
 
@@ -275,9 +287,9 @@ class GatewayActor(Actor):
         routes = []
         for raw in inflight:
             verdict = self._judge(raw)
-            if verdict is not None and verdict[2] is not None and verdict[2].info.kind == Kind.PROCESS:
-                verdict[2].recovering = True
-                routes.append(verdict[2])
+            if verdict is not None and verdict.route is not None and verdict.route.info.kind == Kind.PROCESS:
+                verdict.route.recovering = True
+                routes.append(verdict.route)
         if routes:
             self._route(Owner.JOBS, routes)
         else:
@@ -317,13 +329,6 @@ class GatewayActor(Actor):
         return {"unacked": len(self.unacked), "waiting": sum(len(v) for v in self.waiting.values()),
                 "job_buffer": len(self.job_buffer), "job_batches_out": self.job_batches_out,
                 "thread_alive": self._thread.is_alive(), **dict(self._stats)}
-
-
-def _wants_stream(raw: bytes) -> bool:
-    try:
-        return json.loads(raw).get("stream") is True
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return False
 
 
 def _end_entry(result: Result) -> str:
