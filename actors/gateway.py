@@ -37,12 +37,11 @@ from g8os.messages.command import (
     stream_message,
 )
 from g8os.messages.errors import G8Error, InvalidArgument, Unavailable
-from g8os.messages.internal import Call, CallReply, Job, JobsTaken, SubmitJobs
+from g8os.messages.internal import Call, CallReply
 from g8os.messages.registry import Kind, Owner
-from g8os.system.redisconn import INFLIGHT, STEP, Outbox, connect
+from g8os.system.redisconn import INFLIGHT, JOB_QUEUE, STEP, Outbox, connect
 
 BATCH = 128                 # commands taken from Redis per round trip under load
-JOB_BATCHES_IN_FLIGHT = 2  # SubmitJobs batches not yet taken by the JobSupervisor; beyond, jobs gather
 CALL_TIMEOUT = 60.0         # an owner that never answers a builtin: 503 after this
 RETRY = (0.05, 2.0)         # reconnect backoff of the consumer thread (initial, cap)
 
@@ -77,13 +76,7 @@ class GatewayActor(Actor):
         self.handoff: collections.deque[Routed] = collections.deque()
         self.waiting: dict[str, list[Routed]] = {}       # owner → commands until it is reachable
         self.unacked: dict[str, Routed] = {}             # builtin job id → routed, until answered
-        self._rescan = threading.Event()                 # re-read the in-flight list (an owner restarted)
         self._owners: dict[str, Any] = {}
-        # Credit-based flow control towards the JobSupervisor: Thespian acknowledges each message
-        # and an actor with 950 queued sends stops reading its mailbox, so under load jobs are
-        # sent in batches that grow while the JobSupervisor is busy; idle, each goes at once.
-        self.job_buffer: list[Job] = []
-        self.job_batches_out = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watch(self._wake_r, self._on_wake)
         self._stop = threading.Event()
@@ -112,8 +105,7 @@ class GatewayActor(Actor):
                     conn = connect(self.config.redis, timeout=5.0)
                     step = conn.register_script(STEP)
                     batch = []
-                if not recovered or self._rescan.is_set():
-                    self._rescan.clear()
+                if not recovered:
                     self._process(conn, step, conn.lrange(INFLIGHT, 0, -1), recovering=True, take=0)
                     recovered = True
                 if not batch:
@@ -146,32 +138,25 @@ class GatewayActor(Actor):
         for raw in items:
             verdict = self._judge(raw)
             if verdict is None:  # dropped: no id to answer to
-                args += ["", "", raw, ""]
+                args += ["", "", raw, "", ""]
                 judged.append((raw, None, None))
                 continue
             command_id, answer, route, stream = verdict
             entry = _end_entry(answer) if answer is not None and stream else ""
-            args += [command_id, answer.to_json() if answer is not None else "", raw, entry]
-            judged.append((raw, answer, route))
+            # Process jobs are handed to the JobSupervisor inside the step, through its queue.
+            target = JOB_QUEUE if route is not None and route.info.kind == Kind.PROCESS else ""
+            args += [command_id, answer.to_json() if answer is not None else "", raw, entry, target]
+            judged.append((raw, answer, None if target else route))
         replies = step(keys=[DEFAULT_QUEUE, INFLIGHT], args=args, client=conn)
         following, statuses = list(replies[-1]), replies[:-1]
         handed = 0
-        duplicates = []
-        for (raw, _answer, route), status in zip(judged, statuses, strict=True):
+        for (_raw, _answer, route), status in zip(judged, statuses, strict=True):
             if status in (0, 2):
-                self._stats["duplicates"] += 1
-                if status == 0 and route is not None:
-                    duplicates.append(raw)  # a duplicate id: dropped, as the protocol says
-                continue
-            if route is not None and status == 1:
+                self._stats["duplicates"] += 1  # dropped by the step, as the protocol says
+            elif route is not None and status == 1:
                 route.recovering = recovering
                 self.handoff.append(route)
                 handed += 1
-        if duplicates:
-            pipe = conn.pipeline(transaction=False)
-            for raw in duplicates:
-                pipe.lrem(INFLIGHT, 1, raw)
-            pipe.execute()
         if handed:
             os.write(self._wake_w, b"\0")
         return following
@@ -231,37 +216,17 @@ class GatewayActor(Actor):
             self.waiting.setdefault(owner, []).extend(routes)
             return
         now = time.monotonic()
-        jobs = []
         for route in routes:
             route.sent_at = now
-            if route.info.kind == Kind.PROCESS:
-                jobs.append(Job(route.command, route.request, route.raw, route.recovering))
-            else:
-                self.unacked[route.command.id] = route
-                self.send(address, Call(route.command, route.request, reply_to=self.myAddress))
-        if jobs:
-            self.job_buffer.extend(jobs)
-            self._flush_jobs()
-
-    def _flush_jobs(self) -> None:
-        address = self.directory.get(Owner.JOBS)
-        if address is None or not self.job_buffer or self.job_batches_out >= JOB_BATCHES_IN_FLIGHT:
-            return
-        batch, self.job_buffer = self.job_buffer, []
-        self.job_batches_out += 1
-        self.send(address, SubmitJobs(tuple(batch)))
-
-    def receiveMsg_JobsTaken(self, msg: JobsTaken, sender: Any) -> None:
-        self.job_batches_out = max(0, self.job_batches_out - 1)
-        self._flush_jobs()
+            self.unacked[route.command.id] = route
+            self.send(address, Call(route.command, route.request, reply_to=self.myAddress))
 
     def on_directory(self) -> None:
         moved = [owner for owner, address in self.directory.items()
                  if owner in self._owners and self._owners[owner] != address]
         self._owners = dict(self.directory)
         # Builtins an owner had not answered go to its new incarnation (they are idempotent
-        # reads or are checked again there); jobs are re-read from the in-flight list, which
-        # the JobSupervisor empties as it records them.
+        # reads or are checked again there).
         resend: dict[str, list[Routed]] = collections.defaultdict(list)
         for route in list(self.unacked.values()):
             if route.info.owner in moved:
@@ -272,28 +237,6 @@ class GatewayActor(Actor):
         self.waiting = {}
         for owner, routes in resend.items():
             self._route(owner, routes)
-        if Owner.JOBS in moved:
-            self.job_batches_out = 0  # credits of the dead incarnation never come back
-            self._resend_inflight_jobs()
-
-    def _resend_inflight_jobs(self) -> None:
-        """A new JobSupervisor gets every job no incarnation recorded yet (the in-flight list is
-        the truth: the JobSupervisor removes each entry once the job's record is written)."""
-        try:
-            inflight = self.outbox.conn.lrange(INFLIGHT, 0, -1)
-        except redis.RedisError:
-            self._rescan.set()  # the consumer thread does it when Redis is back
-            return
-        routes = []
-        for raw in inflight:
-            verdict = self._judge(raw)
-            if verdict is not None and verdict.route is not None and verdict.route.info.kind == Kind.PROCESS:
-                verdict.route.recovering = True
-                routes.append(verdict.route)
-        if routes:
-            self._route(Owner.JOBS, routes)
-        else:
-            self._flush_jobs()
 
     def call_reply(self, msg: CallReply, sender: Any) -> None:
         route = self.unacked.pop(msg.job_id, None)
@@ -327,7 +270,6 @@ class GatewayActor(Actor):
 
     def node_info(self) -> dict[str, Any]:
         return {"unacked": len(self.unacked), "waiting": sum(len(v) for v in self.waiting.values()),
-                "job_buffer": len(self.job_buffer), "job_batches_out": self.job_batches_out,
                 "thread_alive": self._thread.is_alive(), **dict(self._stats)}
 
 

@@ -10,6 +10,8 @@ no job is ever left without a result.
 from __future__ import annotations
 
 import collections
+import json
+import os
 import signal
 import traceback
 from collections import deque
@@ -26,10 +28,10 @@ from g8os.messages import registry
 from g8os.messages.command import Command, Result, State, result_key, stream_message
 from g8os.messages.core import Bash, Subscribe, System
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
-from g8os.messages.internal import ActorOp, Call, JobsTaken, SubmitJobs
+from g8os.messages.internal import ActorOp, Call
 from g8os.messages.job import JobKill, JobKillAll, JobList, JobUnschedule
 from g8os.system.output import Message
-from g8os.system.redisconn import INFLIGHT, Outbox, connect
+from g8os.system.redisconn import JOB_INFLIGHT, JOB_QUEUE, Outbox, QueueConsumer, connect
 
 RETRY_FLUSH = 0.2
 FINISHED_MEMORY = 10_000
@@ -54,9 +56,18 @@ class JobSupervisor(ProcessHost, Actor):
         self.finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         for record in self.leftover_records():
             self._recover(record)
+        # Jobs arrive through Redis (the gateway moves each accepted process job to JOB_QUEUE in
+        # the same atomic step that accepts it): a thread takes them, the actor runs them.
+        self._incoming: collections.deque[tuple[list[bytes], bool]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.watch(self._wake_r, self._take_jobs)
+        self.consumer = QueueConsumer(self.config.redis, JOB_QUEUE, JOB_INFLIGHT, self._delivered)
+        self.consumer.start()
         return True
 
     def on_stop(self) -> None:
+        if hasattr(self, "consumer"):
+            self.consumer.stop.set()
         self.stop_processes(grace=2.0)
         self.outbox.flush()
 
@@ -75,16 +86,40 @@ class JobSupervisor(ProcessHost, Actor):
 
     # ---- accepting jobs --------------------------------------------------------------------
 
-    def receiveMsg_SubmitJobs(self, msg: SubmitJobs, sender: Any) -> None:
-        for job in msg.jobs:
-            if not self._known(job.command.id, job.recovering):
-                try:
-                    self._accept(job.command, job.request)
-                except Exception as exc:  # one bad job must not take the others down with us
-                    self._reject(job.command, exc)
-            if job.raw:
-                self.outbox.add("lrem", INFLIGHT, job.raw)
-        self.send(sender, JobsTaken(len(msg.jobs)))
+    def _delivered(self, items: list[bytes], recovering: bool) -> None:
+        """On the consumer thread: hand a batch to the actor thread."""
+        if items:
+            self._incoming.append((items, recovering))
+            os.write(self._wake_w, b"\0")
+
+    def _take_jobs(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._incoming:
+            items, recovering = self._incoming.popleft()
+            for raw in items:
+                self._submit(raw, recovering)
+
+    def _submit(self, raw: bytes, recovering: bool) -> None:
+        try:
+            command = Command.from_wire(json.loads(raw))
+            info = registry.lookup(command.command)
+            if info is None:
+                raise InvalidArgument(f"unknown command {command.command!r}")
+            request = registry.parse_arguments(info, command.arguments)
+        except Exception as exc:  # judged by the gateway already: only a foreign writer gets here
+            self.log(f"dropped a malformed job from {JOB_QUEUE}: {exc}")
+            self.outbox.add("lrem", JOB_INFLIGHT, raw)
+            return
+        if not self._known(command.id, recovering):
+            try:
+                self._accept(command, request)
+            except Exception as exc:  # one bad job must not take the others down with us
+                self._reject(command, exc)
+        self.outbox.add("lrem", JOB_INFLIGHT, raw)
 
     def _known(self, job_id: str, recovering: bool) -> bool:
         """Re-sent after a restart and already ours, or already ended."""
@@ -232,6 +267,7 @@ class JobSupervisor(ProcessHost, Actor):
         if "result" in record:
             self.outbox.add("result", command.id, record["result"])
             self.unpublished.add(command.id)
+            self.finished[command.id] = None
             return
         self.drop_record(command.id)
         policy = record.get("policy", {})
@@ -247,6 +283,7 @@ class JobSupervisor(ProcessHost, Actor):
             return
         pid = record.get("pid")
         lost = f"process {pid} was killed with it" if record.get("was_alive") else "its process was lost"
+        self.finished[command.id] = None
         self.outbox.result(Result.failure(
             command, code=500, message="the job supervisor died while the job ran",
             critical=f"job supervisor {self.path} restarted; {lost}",

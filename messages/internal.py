@@ -1,7 +1,8 @@
 """Messages of the private actor plane (pickled by Thespian, never seen by clients).
 
 Lifecycle (parent ↔ child): Init → Ready, Ping → Pong, Stop → Stopped, ChildFailed.
-Commands (gateway → owner): Call → CallReply; SubmitJobs (acknowledged through Redis).
+Commands (gateway → owner): Call → CallReply. Process jobs travel through Redis instead
+(system/redisconn.py: JOB_QUEUE), to keep bulk traffic off Thespian's acknowledged transport.
 Introspection: TreeRequest → TreeReply, ActorOp → CallReply.
 """
 
@@ -89,29 +90,6 @@ class CallReply:
     message: str = ""
     critical: str = ""
     corr: str = ""
-
-
-@attrs.frozen
-class Job:
-    """A command the JobSupervisor runs as a job (a process, with the protocol's job semantics)."""
-
-    command: Command
-    request: Any
-    raw: bytes = b""                 # as taken from Redis: the JobSupervisor removes it from the
-                                     # gateway's in-flight list once the job is recorded
-    recovering: bool = False         # re-sent after a restart: may already be known
-
-
-@attrs.frozen
-class SubmitJobs:
-    jobs: tuple[Job, ...]
-
-
-@attrs.frozen
-class JobsTaken:
-    """Credit back to the gateway: one SubmitJobs batch was taken (flow control)."""
-
-    count: int
 
 
 @attrs.frozen

@@ -5,8 +5,9 @@ that survives a redis-server restart (an outbox that is flushed when Redis is ba
 from __future__ import annotations
 
 import collections
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -24,24 +25,32 @@ from g8os.messages.command import (
 # The gateway's in-flight list: commands taken from `core:default` that no owner has recorded yet.
 INFLIGHT = "g8os:gateway:inflight"
 
+# Process jobs go from the gateway to the JobSupervisor through Redis: accepted inside the STEP
+# below, they move atomically from the gateway's in-flight list to JOB_QUEUE; the JobSupervisor
+# moves them to JOB_INFLIGHT and removes them once each job's record is written.
+JOB_QUEUE = "g8os:jobs:queue"
+JOB_INFLIGHT = "g8os:jobs:inflight"
+
 # One step of the gateway, atomic and in one round trip, for a batch of judged commands.
-# KEYS = queue, in-flight list; ARGV = ttl, take, recovering, then (id, answer, raw, stream entry)
-# per command.
+# KEYS = queue, in-flight list; ARGV = ttl, take, recovering, then per command:
+# (id, answer, raw, stream entry, target list).
 # Status per command, in order:
-#   -1  no usable id: dropped (its raw entry leaves the in-flight list)
+#   -1  no usable id: dropped
 #    2  answered already: dropped
-#    0  its flag exists: a duplicate id (when recovering after a restart, our own command,
-#       which proceeds as accepted instead)
+#    0  its flag exists: a duplicate id, dropped (when recovering after a restart, our own
+#       command, which proceeds as accepted instead)
 #    1  accepted: the flag is created with no TTL (known and running); a known answer
 #       (ping, bad arguments, unknown command) is published at once, after its stream entry
-#       when the command asked for a stream, and the command leaves the in-flight list
-# Then up to `take` waiting commands move to the in-flight list; they are returned as the last
-# element: the next batch.
+#       when the command asked for one; a command with a target list (process jobs) moves
+#       there
+# A command leaves the in-flight list unless it was accepted for an actor to answer (builtins:
+# they leave once answered). Then up to `take` waiting commands move to the in-flight list;
+# they are returned as the last element: the next batch.
 STEP = f"""
 local ttl, take, recovering = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local statuses = {{}}
-for i = 4, #ARGV, 4 do
-  local id, answer, raw, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 4, #ARGV, 5 do
+  local id, answer, raw, entry, target = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local status = -1
   if id ~= '' then
     local flag, result = 'result:' .. id .. ':flag', 'result:' .. id
@@ -58,10 +67,12 @@ for i = 4, #ARGV, 4 do
         redis.call('RPUSH', result, answer)
         redis.call('EXPIRE', result, ttl)
         redis.call('EXPIRE', flag, ttl)
+      elseif target ~= '' then
+        redis.call('RPUSH', target, raw)
       end
     end
   end
-  if id == '' or answer ~= '' or status == 2 then redis.call('LREM', KEYS[2], 1, raw) end
+  if status ~= 1 or answer ~= '' or target ~= '' then redis.call('LREM', KEYS[2], 1, raw) end
   statuses[#statuses + 1] = status
 end
 local items = {{}}
@@ -74,6 +85,16 @@ if take > 0 then
 end
 statuses[#statuses + 1] = items
 return statuses
+"""
+
+# Move up to ARGV[1] commands from KEYS[1] to KEYS[2] and return them (a batch after a blocking move).
+TAKE = """
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #items > 0 then
+  redis.call('LTRIM', KEYS[1], #items, -1)
+  redis.call('RPUSH', KEYS[2], unpack(items))
+end
+return items
 """
 
 # Publish a final result once: a flush retried after a dropped connection must not push it twice.
@@ -186,3 +207,47 @@ class Outbox:
             self.queue.popleft()
         self.failed_since = 0.0
         return not self.queue
+
+
+class QueueConsumer:
+    """A thread that moves commands from a Redis list to its in-flight list and hands them over.
+
+    `deliver(items, recovering)` is called on the thread: first once with what the in-flight list
+    already holds (left by a previous incarnation; recovering=True), then with each batch taken
+    (a blocking move for the first, then up to `batch` more in one round trip). The owner removes
+    an item from the in-flight list once it is safely recorded. Reconnects with backoff.
+    """
+
+    def __init__(self, config: Any, queue: str, inflight: str,
+                 deliver: Callable[[list[bytes], bool], None], *, batch: int = 128) -> None:
+        self.config, self.queue, self.inflight, self.deliver = config, queue, inflight, deliver
+        self.batch = batch
+        self.stop = threading.Event()
+        self.errors = 0
+        self.thread = threading.Thread(target=self._run, name=f"consume {queue}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        delay, conn, recovered = 0.05, None, False
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = connect(self.config, timeout=5.0)
+                    take = conn.register_script(TAKE)
+                if not recovered:
+                    self.deliver(list(conn.lrange(self.inflight, 0, -1)), True)
+                    recovered = True
+                first = conn.blmove(self.queue, self.inflight, 1, "LEFT", "RIGHT")
+                if first is None:
+                    continue
+                rest = take(keys=[self.queue, self.inflight], args=[self.batch - 1])
+                self.deliver([first, *rest], False)
+                delay = 0.05
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError,
+                    redis.ResponseError):
+                conn = None
+                self.errors += 1
+                self.stop.wait(delay)
+                delay = min(delay * 2, 2.0)
