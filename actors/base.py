@@ -68,6 +68,7 @@ HEARTBEAT_MISSES = 3     # a child that misses this many pings in a row is hung:
 START_TIMEOUT = 15.0     # a child must answer Ready within this
 REPORT_EVERY = 0.05      # seconds between batches of events / log lines sent to the log actor
 KILL_DELAY = 0.05        # actor.kill answers before the signal is sent
+TREE_MARGIN = 0.05       # each level of the tree answers this long before its asker's deadline
 TREE_TIMEOUT = 0.5       # children that do not answer a tree request in time are shown unresponsive
 
 
@@ -101,6 +102,7 @@ class ChildRecord:
     started_at: float = 0.0
     last_error: str = ""
     missed_pings: int = 0
+    normal_exit: bool = False
     stop_callbacks: list[Callable[[], None]] = attrs.field(factory=list)
 
 
@@ -125,6 +127,7 @@ class Actor(ActorTypeDispatcher):
 
     def __init__(self) -> None:
         super().__init__()
+        _follow_parent()
         self.name = ""
         self.path = "/"
         self.parent: Any = None
@@ -280,20 +283,35 @@ class Actor(ActorTypeDispatcher):
                     pass
 
     def crash(self, error: str) -> None:
-        """Report an unhandled error to the parent and exit (the parent restarts us per spec)."""
+        """Report an unhandled error to the parent and exit (the parent restarts us per spec):
+        own children first, in reverse start order, then own resources, once."""
+        if self.__dict__.get("_crashed"):
+            return
+        self._crashed = True
         if self.parent is not None:
             self.send(self.parent, ChildFailed(self.name, error))
-        try:
-            self.on_stop()
-        except Exception:
-            pass
-        self.send(self.myAddress, ActorExitRequest())
+
+        def release_and_exit() -> None:
+            self._stopping = True
+            try:
+                self.on_stop()
+            except Exception:
+                pass
+            self.send(self.myAddress, ActorExitRequest(recursive=False))
+
+        if any(r.address is not None for r in self.children.values()):
+            self.stop_all(release_and_exit)
+        else:
+            release_and_exit()
 
     def _on_exit_request(self) -> None:
-        # Thespian's own exit (system shutdown, SIGTERM): release resources synchronously.
+        # An exit we did not ask for through crash() or Stop: the actor ended itself, or Thespian
+        # ends it (system shutdown, SIGTERM). That is a normal exit: release resources and say so.
         if not self._stopping:
             self._stopping = True
             self.on_stop()
+            if self.parent is not None:
+                self.send(self.parent, Stopped(self.name))
 
     def receiveMsg_Ping(self, msg: Ping, sender: Any) -> None:
         self.send(sender, Pong(self.name, msg.seq))
@@ -322,6 +340,7 @@ class Actor(ActorTypeDispatcher):
         record.generation += 1
         record.state = "starting"
         record.missed_pings = 0
+        record.normal_exit = False
         record.pid = 0
         role = None
         if self._spare is not None and getattr(self, "_announced", False):
@@ -377,9 +396,15 @@ class Actor(ActorTypeDispatcher):
             return
         if self._stopping:
             return
-        reason = record.last_error or ("killed" if was == "running" else f"exited while {was}")
+        normal = record.normal_exit
+        reason = record.last_error or ("exited normally" if normal else
+                                       "killed" if was == "running" else f"exited while {was}")
         self.emit("/actor/exited", self._child_path(record.spec.name), reason=reason)
-        self.apply(self.sup.exited(record.spec.name, normal=False, reason=reason))
+        if was == "starting":
+            # It died before its Ready: a failed start, restarted with backoff and counted
+            # against the intensity like any failure (OTP: a child whose init fails).
+            self.sup.started(record.spec.name)
+        self.apply(self.sup.exited(record.spec.name, normal=normal, reason=reason))
 
     def apply(self, decision: Decision) -> None:
         """Carry out a supervision decision for heavy children."""
@@ -393,15 +418,27 @@ class Actor(ActorTypeDispatcher):
             if decision.reason:
                 self.emit("/actor/gave_up", self.path, reason=decision.reason)
             return
-        for name in decision.restart:
-            record = self.children.get(name)
-            if record is not None:
-                record.state = "backoff"
-        for name in decision.stop:
-            self.stop_child(name)
         self.emit("/actor/restarting", self.path, reason=decision.reason, children=list(decision.restart),
                   delay=decision.delay)
-        self.after(decision.delay, "_restart", tuple(decision.restart))
+        for name in decision.restart:
+            record = self.children.get(name)
+            if record is not None and record.address is None:
+                record.state = "backoff"
+
+        def stopped_in_order(remaining: list[str]) -> None:
+            # Siblings stop one after another (decision.stop is in reverse start order); only
+            # then, after the backoff, do the children start again, in start order.
+            if remaining:
+                def next_one() -> None:
+                    record = self.children.get(remaining[0])
+                    if record is not None:
+                        record.state = "backoff"
+                    stopped_in_order(remaining[1:])
+                self.stop_child(remaining[0], next_one)
+                return
+            self.after(decision.delay, "_restart", tuple(decision.restart))
+
+        stopped_in_order(list(decision.stop))
 
     def _restart(self, names: tuple[str, ...]) -> None:
         if self._stopping:
@@ -409,8 +446,9 @@ class Actor(ActorTypeDispatcher):
         for name in names:
             record = self.children.get(name)
             if record is not None and record.state in ("backoff", "down"):
+                record.state = "down"
                 self.emit("/actor/restarted", self._child_path(name), restarts=self.sup.restarts(name))
-                self._start_child(record)
+        self._start_pending_children()  # in start order, each after the previous one's Ready
 
     def stop_child(self, name: str, then: Callable[[], None] | None = None) -> None:
         """Polite stop (children first, in order), then SIGKILL after the spec's grace period."""
@@ -438,7 +476,9 @@ class Actor(ActorTypeDispatcher):
             _kill(record.pid, signal.SIGKILL)
 
     def receiveMsg_Stopped(self, msg: Stopped, sender: Any) -> None:
-        pass  # the ChildActorExited that follows completes the stop
+        record = self.children.get(msg.name)
+        if record is not None and record.address == sender and record.state != "stopping":
+            record.normal_exit = True  # it ended itself: the ChildActorExited that follows is normal
 
     def stop_all(self, then: Callable[[], None]) -> None:
         """Stop every child in reverse start order, one after the other, then call `then`."""
@@ -585,6 +625,10 @@ class Actor(ActorTypeDispatcher):
         }
 
     def receiveMsg_TreeRequest(self, msg: TreeRequest, sender: Any) -> None:
+        # Each level answers a margin before its asker's deadline, so a hung grandchild shows as
+        # unresponsive while its healthy parent still answers in time.
+        now = time.time()
+        deadline = (msg.deadline - TREE_MARGIN) if msg.deadline else now + TREE_TIMEOUT
         node = self.tree_node()
         node["children"] = self.light_nodes()
         gather = _TreeGather(sender, msg.corr, set(), node, {})
@@ -595,10 +639,10 @@ class Actor(ActorTypeDispatcher):
             gather.children[name] = stub
             if record.state == "running" and record.address is not None:
                 gather.pending.add(name)
-                self.send(record.address, TreeRequest(f"{msg.corr}/{name}"))
+                self.send(record.address, TreeRequest(f"{msg.corr}/{name}", deadline))
         self._gathers[msg.corr] = gather
         if gather.pending:
-            self.after(TREE_TIMEOUT, "_tree_deadline", msg.corr)
+            self.after(max(0.0, deadline - now), "_tree_deadline", msg.corr)
         else:
             self._tree_done(gather)
 
@@ -722,16 +766,26 @@ class Spare(Actor):
 
     kind = "spare"
 
-    def __init__(self) -> None:
-        super().__init__()
-        linux.set_pdeathsig(signal.SIGKILL)  # idle or not, never outlive the parent
-
     def receiveMsg_Init(self, msg: Init, sender: Any) -> None:
         if msg.role is None or not issubclass(msg.role, Actor) or issubclass(msg.role, Spare):
             return
         self.__class__ = msg.role
         msg.role.__init__(self)  # the new role's state; Thespian keeps only `_myRef` on us
         self.receiveMsg_Init(msg, sender)
+
+
+def _follow_parent() -> None:
+    """Die with the process that forked us, from the first moment: a child whose parent dies
+    before our Init arrives would otherwise be orphaned for good. Runs in the new actor's own
+    process (Thespian builds the actor object after the fork)."""
+    import multiprocessing
+
+    parent = getattr(multiprocessing.current_process(), "_parent_pid", None)
+    if not parent or parent == os.getpid():
+        return  # not a forked actor process (a test constructing one in-process)
+    linux.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before we could ask to follow it
 
 
 def _kill(pid: int, sig: int) -> None:

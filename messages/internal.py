@@ -95,6 +95,7 @@ class CallReply:
 @attrs.frozen
 class TreeRequest:
     corr: str
+    deadline: float = 0.0            # epoch seconds by which the asker must have its answer
 
 
 @attrs.frozen

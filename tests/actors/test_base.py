@@ -5,7 +5,6 @@ config)`, answering `Ready`, as boot/node.py does), acts on real processes (sign
 handlers) and checks what the layer did: pids, the journal the actors write (in event order, across
 processes), the tree and the actor ops answered through the root.
 
-Tests marked xfail(strict) show bugs of actors/base.py; each reason names the cause.
 """
 
 from __future__ import annotations
@@ -112,9 +111,6 @@ def test_exception_in_handler_sends_child_failed_and_one_for_one_restarts_only_i
         ("/a", 0), ("/b", 1), ("/c", 0)]
 
 
-@pytest.mark.xfail(strict=True, reason="base.py Actor.crash() calls on_stop() without setting "
-                   "_stopping; the ActorExitRequest it sends itself then runs on_stop() again "
-                   "in _on_exit_request()")
 def test_a_crashing_actor_releases_its_resources_once(plane):
     plane.start({"/": [HeavySpec("a", th.Probe)]})
     a = plane.pid("/a")
@@ -145,10 +141,6 @@ def test_rest_for_one_restarts_the_failed_child_and_those_started_after_it(plane
     assert restarts == {"/sup/a": 0, "/sup/b": 1, "/sup/c": 1, "/sup/d": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="base.py Actor.apply() sends Stop to the siblings and schedules "
-                   "_restart(delay) without waiting for them to exit; _restart skips those still "
-                   "'stopping', and one that exits after the last restarted child's Ready is never "
-                   "started again (state 'down' for good)")
 def test_rest_for_one_waits_for_a_slow_sibling_to_stop_then_restarts_it(plane):
     plane.start({"/": [HeavySpec("sup", th.RestForOne)], "/sup": three()},
                 stop_sleep={"/sup/c": 0.5})  # c takes 0.5 s to stop
@@ -179,10 +171,6 @@ def test_one_for_all_restarts_every_child(plane):
     assert set(after.values()) == {e["pid"] for e in events if e["ev"] == "init"}
 
 
-@pytest.mark.xfail(strict=True, reason="base.py Actor.apply(): the failed child is started by "
-                   "_restart at once while its siblings are still stopping (all Stops sent at once); "
-                   "they are started later by _start_pending_children, so the order is b, a, c "
-                   "instead of: stop c, stop a, then start a, b, c")
 def test_one_for_all_stops_in_reverse_then_restarts_in_start_order(plane):
     plane.start({"/": [HeavySpec("sup", th.OneForAll)], "/sup": three()})
     before = {n: plane.pid(f"/sup/{n}") for n in "abc"}
@@ -308,9 +296,6 @@ def test_temporary_child_is_not_restarted_transient_is_after_a_crash(plane):
     assert plane.op("inspect", "/temp").code == 404
 
 
-@pytest.mark.xfail(strict=True, reason="base.py receiveMsg_ChildActorExited always calls "
-                   "Supervisor.exited(normal=False): a heavy child has no way to exit normally, so a "
-                   "transient child that ends itself is restarted")
 def test_transient_child_that_exits_normally_is_not_restarted(plane):
     plane.start({"/": [HeavySpec("trans", th.Probe, restart=Restart.TRANSIENT),
                        HeavySpec("keep", th.Probe)]})
@@ -394,9 +379,6 @@ def test_a_warm_spare_becomes_the_restarted_child_and_dies_with_its_parent(plane
     wait_for(spares, 5, 0.02, "a spare for the new sup")
 
 
-@pytest.mark.xfail(strict=True, reason="base.py sets PR_SET_PDEATHSIG only in receiveMsg_Init: a "
-                   "child forked by createActor whose parent dies before the Init reaches it is "
-                   "orphaned for good (neither its parent nor ActorSystem.shutdown reach it)")
 def test_a_child_whose_parent_dies_before_its_init_dies_too(plane):
     plane.start({"/": [HeavySpec("mid", th.DiesAfterFork)], "/mid": [HeavySpec("m1", th.Probe)]})
     mid, m1 = plane.pid("/mid"), plane.pid("/mid/m1")
@@ -426,10 +408,6 @@ def test_a_child_whose_parent_dies_before_its_init_dies_too(plane):
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="base.py receiveMsg_ChildActorExited: a child that dies before "
-                   "its Ready is not 'running' in the Supervisor, whose exited() returns Action.NONE; "
-                   "the child is left down, the next ones are never started and the parent never "
-                   "answers Ready (nor fails)")
 def test_a_child_failing_in_its_start_does_not_hang_its_parent(plane):
     (plane.workdir / "fail-start").touch()
     config = th.TreeConfig(str(plane.journal_path), {"/": three(th.FailsToStart)})
@@ -518,9 +496,6 @@ def test_tree_shows_every_node_and_an_unresponsive_child(plane):
     assert plane.pid("/slow") == pids["/slow"]
 
 
-@pytest.mark.xfail(strict=True, reason="base.py receiveMsg_TreeRequest: every level waits the same "
-                   "TREE_TIMEOUT, the grandparent from an earlier start, so one hung grandchild makes "
-                   "its healthy parent (and its siblings) 'unresponsive' too")
 def test_tree_unresponsive_grandchild_keeps_its_parent_visible(plane):
     plane.start({"/": [HeavySpec("mid", th.Probe)],
                  "/mid": [HeavySpec("m1", th.Probe), HeavySpec("m2", th.Probe)]})
