@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 
@@ -38,6 +39,13 @@ def sleeps_of(keeper: int, marker: str) -> list[int]:
     return found
 
 
+def count_running(marker: str) -> int:
+    """How many `sleep <marker>` run (pgrep scans /proc in C: the poll must not steal the CPU
+    the node needs to start them)."""
+    done = subprocess.run(["pgrep", "-c", "-x", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    return int(done.stdout.strip() or 0)
+
+
 def measure(info: dict, n: int) -> tuple[float, float]:
     r = connect(info)
     marker = f"{1000 + n}.{uuid.uuid4().int % 1000}"
@@ -53,10 +61,10 @@ def measure(info: dict, n: int) -> tuple[float, float]:
                                                "arguments": {"name": "sleep", "args": [marker]}}))
     pipe.execute()
     deadline = time.monotonic() + 60
-    while len(sleeps_of(keeper, marker)) < n:
+    while count_running(marker) < n:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(sleeps_of(keeper, marker))} of {n} running")
-        time.sleep(0.005)
+            raise TimeoutError(f"only {count_running(marker)} of {n} running")
+        time.sleep(0.01)
     elapsed = now() - t
     time.sleep(1.0)  # let the node settle before reading memory
     sleeps = set(sleeps_of(keeper, marker))
