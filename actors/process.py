@@ -8,7 +8,6 @@ The host owns the SIGCHLD reaper and the fd watches and routes events to its lig
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -23,6 +22,7 @@ from g8os.actors.supervision import ChildSpec, Restart
 from g8os.messages.command import Command, Flag, Level, Result, State, now_ms, stream_message
 from g8os.messages.errors import G8Error, NotFound
 from g8os.system import spawn as spawner
+from g8os.system.journal import Journal
 from g8os.system.output import JobOutput, Message
 from g8os.system.reaper import Reaper
 
@@ -223,9 +223,8 @@ class ProcessHost:
         self.processes: dict[str, ProcessActor] = {}
         self.by_pid: dict[int, ProcessActor] = {}
         self.by_fd: dict[int, ProcessActor] = {}
-        self.records_dir = records_dir
-        if records_dir is not None:
-            records_dir.mkdir(parents=True, exist_ok=True)
+        # One append-only journal per host (on a tmpfs): a record costs one write(2).
+        self.journal = Journal(records_dir / "journal") if records_dir is not None else None
         self.reaper = Reaper()
         self.watch(self.reaper.fileno(), self._reap)  # type: ignore[attr-defined]
         try:
@@ -277,39 +276,21 @@ class ProcessHost:
 
     # ---- records: the desired state of each process, outliving the host ---------------------
 
-    def record_path(self, name: str) -> Path | None:
-        if self.records_dir is None:
-            return None
-        return self.records_dir / (name.replace("/", "%2F") + ".json")
-
     def save_record(self, process: ProcessActor, **extra: Any) -> None:
-        path = self.record_path(process.name)
-        if path is None:
-            return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**process.record(), **extra}))
-        tmp.replace(path)
+        if self.journal is not None:
+            self.journal.put(process.name, {**process.record(), **extra})
 
     def drop_record(self, name: str) -> None:
-        path = self.record_path(name)
-        if path is not None:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        if self.journal is not None:
+            self.journal.drop(name)
 
     def leftover_records(self) -> list[dict[str, Any]]:
         """Records a previous incarnation left: its processes are killed (they must not outlive
         their supervisor) and each record is returned for the host to restart or to fail."""
-        if self.records_dir is None:
+        if self.journal is None:
             return []
         records = []
-        for path in sorted(self.records_dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                path.unlink(missing_ok=True)
-                continue
+        for record in self.journal.records().values():
             pid = record.get("pid") or 0
             record["was_alive"] = bool(pid and spawner.process_start_ticks(pid) == record.get("start_ticks"))
             if record["was_alive"]:
