@@ -68,3 +68,13 @@ def host_pid(keeper_pid: int, node_pid: int) -> int:
         except (OSError, ValueError):
             continue
     raise LookupError(f"no process {node_pid} in the node of keeper {keeper_pid}")
+
+
+def alive(proc: Any) -> bool:
+    """A psutil.Process that still runs (a zombie does not)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import psutil
 import pytest
-from wire import wait_for
+from wire import alive, wait_for
 
 from g8os.boot.config import NodeConfig, RedisConfig
 
@@ -105,13 +105,6 @@ class Node:
 
     def finish(self, timeout: float) -> int:
         return self.launcher.wait(timeout=timeout)
-
-
-def alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture

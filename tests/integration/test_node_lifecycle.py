@@ -91,7 +91,8 @@ def test_no_zombie_survives_orphaning_jobs(node):
 
     def no_orphans_left():
         procs = node_processes(node.pid)
-        sleeping = [p for p in procs if _safe_name(p) == "sleep" and p.status() != psutil.STATUS_ZOMBIE]
+        sleeping = [p for p in procs
+                    if _safe_name(p) == "sleep" and _safe_status(p) not in ("", psutil.STATUS_ZOMBIE)]
         zombies = [p for p in procs if _safe_status(p) == psutil.STATUS_ZOMBIE]
         return not sleeping and not zombies
 

@@ -25,7 +25,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from wire import wait_for
+from wire import alive, wait_for
 
 from g8os.boot import sandbox
 
@@ -36,13 +36,6 @@ if os.geteuid() != 0:
 
 PLANE = str(Path(__file__).with_name("plane_fixture.py"))
 T = TypeVar("T")
-
-
-def alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def tree(pid: int) -> list[psutil.Process]:
