@@ -641,8 +641,27 @@ def logs(job_id: str, follow: bool) -> None:
                     "result": _result_document(final) if final is not None else None})
 
 
+def _add_plugins() -> None:
+    """Command groups that live outside client/ (which imports messages only), found through
+    the `g8os.cli` entry points: `g8os flist` comes from the flist engine this way."""
+    import os
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group="g8os.cli"):
+        if point.name in cli.commands:
+            continue
+        try:
+            command = point.load()
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            if os.environ.get("G8OS_DEBUG"):
+                click.echo(f"g8os: plugin {point.name!r} not loaded: {exc}", err=True)
+            continue
+        cli.add_command(command, point.name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `g8os` console script."""
+    _add_plugins()
     cli.main(args=argv, prog_name="g8os")
 
 
