@@ -2,11 +2,12 @@
 
 A consumer thread owns the blocking side: it moves commands from `core:default` to an in-flight
 list (so a gateway that dies mid-way loses nothing: its next incarnation re-reads that list),
-validates them against the registry, accepts each with one atomic script (flag created, or a
-duplicate dropped) and answers on the spot whatever needs no other actor: `core.ping`, unknown
-commands, bad arguments. Everything else is handed to the actor thread through a wake-up pipe
-and routed to its owner, in batches; owners' replies are published here, process jobs publish
-their own results. A command leaves the in-flight list once its owner has acknowledged it.
+validates them against the registry, and settles each batch in one atomic script (STEP): the
+flag created or a duplicate dropped, whatever needs no other actor answered on the spot
+(`core.ping`, unknown commands, bad arguments), and each process job moved to the
+JobSupervisor's queue, which publishes its results itself. Builtins owned by an actor go to
+the actor thread through a wake-up pipe and on as Thespian calls; their answers are published
+here and only then do they leave the in-flight list.
 """
 
 from __future__ import annotations
@@ -261,8 +262,8 @@ class GatewayActor(Actor):
         """Builtins whose owner never answered get a 503; a lost reply must not hang a client."""
         now = time.monotonic()
         for job_id, route in list(self.unacked.items()):
-            if route.info.kind == Kind.BUILTIN and route.sent_at and now - route.sent_at > CALL_TIMEOUT \
-                    and route.command.command != "core.subscribe":
+            if route.sent_at and now - route.sent_at > CALL_TIMEOUT \
+                    and route.command.command != "core.subscribe":  # a subscription lasts its job
                 del self.unacked[job_id]
                 error: G8Error = Unavailable(f"{route.info.owner} did not answer within {CALL_TIMEOUT:g}s")
                 self._publish(route, CallReply(job_id, False, code=error.code, message=error.message))
