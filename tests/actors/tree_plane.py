@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import tree_harness
+from wire import wait_for
 
 from g8os.messages.internal import ActorOp, CallReply, Init, Ready, TreeReply, TreeRequest
 
@@ -21,19 +22,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy and return its value; TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        time.sleep(interval)
 
 
 def alive(pid: int) -> bool:
