@@ -180,6 +180,9 @@ class ChunkCache:
             return chunk_id in self._index
 
     def stats(self) -> dict[str, int]:
+        """Counters since start: hits (memory or disk), misses, fetches (ids asked of the store),
+        fetch_errors (ids that came back missing, corrupt or unreachable), corrupt (cache files
+        found bad), evictions, write_errors; and bytes/entries now on disk, quota, in_flight."""
         with self._lock:
             return {**self._counts, "bytes": self._bytes, "entries": len(self._index),
                     "quota": self.quota, "in_flight": len(self._flights)}
@@ -198,9 +201,9 @@ class ChunkCache:
             flight.done.set()
         for _ in self._workers:
             self._queue.put((STOP, next(self._seq), None))
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 1.0  # a worker stuck in a hung store call is a daemon: let it be
         for worker in self._workers:
-            worker.join(max(0.0, deadline - time.monotonic()))  # one stuck in a store call is a daemon
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> ChunkCache:
         return self

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from g8os.fs.chunks import CHUNK_SIZE, ChunkError, StoreUnavailable, is_chunk_id
 
@@ -186,7 +186,7 @@ class HttpStore:
     def _path(self, chunk: str) -> str:
         if not is_chunk_id(chunk):
             raise ValueError(f"not a chunk id: {chunk!r}")
-        return f"{quote(self._prefix)}/{chunk[:2]}/{chunk}{self._query}"
+        return f"{self._prefix}/{chunk[:2]}/{chunk}{self._query}"  # the base path as given: already URL form
 
     def _request(self, method: str, chunk: str, body: bytes | None = None) -> tuple[int, str, bytes]:
         """One request with a deadline of `timeout` for all of it (connect, send, every read).
@@ -569,7 +569,7 @@ class Router:
                 if any(st is store and self._covers(s, e, c) for s, e, st in self.routes)]
 
     def get(self, ids: Iterable[str]) -> dict[str, bytes]:
-        missing = dict.fromkeys(c.lower() for c in ids)
+        missing = dict.fromkeys(ids)
         found: dict[str, bytes] = {}
         failed: dict[str, str] = {}  # id -> why a store that may have it could not be asked
         for store in self._order():
@@ -593,7 +593,7 @@ class Router:
         return found
 
     def exists(self, ids: Iterable[str]) -> set[str]:
-        missing = dict.fromkeys(c.lower() for c in ids)
+        missing = dict.fromkeys(ids)
         there: set[str] = set()
         failed: dict[str, str] = {}
         for store in self._order():
