@@ -5,6 +5,8 @@ first: a tampered or truncated chunk is an error, never wrong data.
 
 from __future__ import annotations
 
+import threading
+
 import blake3
 import zstandard
 
@@ -13,8 +15,23 @@ HASH = "blake3"                # recorded in every flist; the only algorithm of 
 ID_LENGTH = 64                 # hex digits of a chunk id
 ZSTD_LEVEL = 3
 
-_compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
-_decompressor = zstandard.ZstdDecompressor()
+# zstandard's (de)compressor objects are not thread-safe, and the builder, the cache and the
+# mount all work from thread pools: one pair per thread.
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    return compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
 
 
 class ChunkError(Exception):
@@ -42,13 +59,13 @@ def is_chunk_id(text: str) -> bool:
 
 
 def compress(plain: bytes) -> bytes:
-    return _compressor.compress(plain)
+    return _compressor().compress(plain)
 
 
 def decompress(blob: bytes, chunk: str) -> bytes:
     """The plain content of a stored chunk, verified against its id."""
     try:
-        plain = _decompressor.decompress(blob, max_output_size=CHUNK_SIZE)
+        plain = _decompressor().decompress(blob, max_output_size=CHUNK_SIZE)
     except zstandard.ZstdError as exc:
         raise ChunkCorrupt(f"chunk {chunk}: not a zstd frame ({exc})") from None
     if chunk_id(plain) != chunk:
