@@ -209,11 +209,12 @@ class HttpStore:
                 if conn.sock is not None:
                     conn.sock.settimeout(left)
                 conn.request(method, path, body=body, headers=headers)
+                sock = conn.sock  # getresponse hands it to the response when the server will close
                 response = conn.getresponse()
-                data = b"" if method == "HEAD" else self._read(conn, response, deadline, what)
-                if method == "HEAD" or response.will_close:
+                data = b"" if method == "HEAD" else self._read(sock, response, deadline, what)
+                if method == "HEAD" or response.will_close or response.isclosed() is False:
                     response.close()
-                if response.will_close:
+                if response.will_close or (sock is not None and sock.fileno() < 0):
                     conn.close()
                 return response.status, response.reason, data
             except (OSError, http.client.HTTPException) as exc:
@@ -228,23 +229,27 @@ class HttpStore:
                 raise
         raise AssertionError("unreachable")
 
-    def _read(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse,
+    def _read(self, sock: socket.socket | None, response: http.client.HTTPResponse,
               deadline: float, what: str) -> bytes:
-        """The body, read piecewise so a server that trickles bytes still meets the deadline."""
+        """The body, read piecewise so a server that trickles bytes still meets the deadline
+        (read1: one recv per call, where read(n) would wait for all n bytes)."""
         parts: list[bytes] = []
         size = 0
-        while True:
+        while not response.isclosed():  # closed by http.client once the whole body is in
             left = _deadline_left(deadline, what)
-            if conn.sock is not None:
-                conn.sock.settimeout(left)
-            part = response.read(256 * 1024)
+            if sock is not None and sock.fileno() >= 0:
+                sock.settimeout(left)
+            part = response.read1(256 * 1024)
             if not part:
-                return b"".join(parts)
+                break
             parts.append(part)
             size += len(part)
             if size > _MAX_BLOB:  # not a chunk; what we have fails verification, drop the rest
-                conn.close()
-                return b"".join(parts)
+                response.close()
+                if sock is not None:
+                    sock.close()
+                break
+        return b"".join(parts)
 
     def _map(self, fn: Callable[[str], T], ids: Sequence[str]) -> list[T]:
         if self._closed:

@@ -416,6 +416,40 @@ def test_a_silent_server_is_unavailable_within_the_timeout(silent_port: int, sch
         store.close()
 
 
+@pytest.mark.parametrize("protocol", [b"HTTP/1.0", b"HTTP/1.1"])
+def test_a_trickling_http_server_meets_the_deadline(protocol: bytes) -> None:
+    """A byte every 0.1 s keeps every single recv inside its timeout; the request as a whole
+    must still end at `timeout`."""
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen(4)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(protocol + b" 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                while not stop.wait(0.1):
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        store = HttpStore(f"http://{HOST}:{listener.getsockname()[1]}", timeout=1)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.get([make_chunk(1)[0]])
+            assert time.monotonic() - started < 2
+        finally:
+            stop.set()
+            thread.join(10)
+            store.close()
+
+
 # ---------------------------------------------------------------------------------------- router
 
 
