@@ -58,6 +58,7 @@ from g8os.fs.chunks import CHUNK_SIZE, ChunkError, StoreUnavailable
 
 log = logging.getLogger("g8os.fs.mount")
 
+LISTINGS_KEPT = 4096     # directory listings kept ready (a few MB for typical roots)
 TTL = 300.0                      # seconds the kernel may trust entries and attributes (they never change)
 DEFAULT_CACHE_DIR = "/var/cache/g8os/chunks"
 DEFAULT_QUOTA = 10 << 30         # bytes of verified chunks kept on disk
@@ -140,6 +141,7 @@ class FlistFS(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None  # set by the server: read-ahead runs there
         self._handles: dict[int, _Handle] = {}
         self._dirs: dict[int, list[tuple[bytes, Any]]] = {}
+        self._listings: dict[int, list[tuple[bytes, Any]]] = {}   # directory inode → replies
         self._next_fh = 1
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_bytes = 0
@@ -230,8 +232,16 @@ class FlistFS(pyfuse3.Operations):
         if not stat.S_ISDIR(node.mode):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = self._fh()
-        # The listing is taken once per open: offsets stay meaningful across readdir calls.
-        self._dirs[fh] = list(self.flist.readdir(inode))
+        # The listing is taken once per open: offsets stay meaningful across readdir calls. The
+        # flist never changes, so listings (with their entries' attributes, ready to reply) are
+        # kept for the next opendir: pyfuse3 cannot let the kernel cache directory contents.
+        listing = self._listings.get(inode)
+        if listing is None:
+            listing = [(name, self._entry(node)) for name, node in self.flist.readdir(inode)]
+            self._listings[inode] = listing
+            while len(self._listings) > LISTINGS_KEPT:
+                self._listings.pop(next(iter(self._listings)))
+        self._dirs[fh] = listing
         return fh
 
     @_guarded
@@ -240,10 +250,10 @@ class FlistFS(pyfuse3.Operations):
         if entries is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         for index in range(start_id, len(entries)):
-            name, inode = entries[index]
+            name, attributes = entries[index]
             # Always readdirplus: the kernel fills its dentry and attribute caches from this,
             # so a following stat of every entry costs no lookup.
-            if not pyfuse3.readdir_reply(token, name, self._entry(inode), index + 1):
+            if not pyfuse3.readdir_reply(token, name, attributes, index + 1):
                 break
 
     @_guarded
