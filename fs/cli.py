@@ -196,7 +196,10 @@ def _unique_ids(pairs: Iterator[tuple[int, list[tuple[str, int]]]]) -> list[str]
 @contextlib.contextmanager
 def _progress(description: str, total: int | None, unit: str = "") -> Iterator[Callable[[int], None]]:
     """A rich bar on a terminal (stderr) unless --quiet/--json; else a plain line every few seconds."""
-    if sys.stderr.isatty() and not _quiet() and not _as_json():
+    # Decided here, on the command's thread: the builder calls back from worker threads, where
+    # click has no current context to ask for --quiet / --json.
+    quiet = _quiet() or _as_json()
+    if sys.stderr.isatty() and not quiet:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -218,9 +221,9 @@ def _progress(description: str, total: int | None, unit: str = "") -> Iterator[C
         nonlocal done, last
         done += n
         now = time.monotonic()
-        if now - last >= 2.0:
+        if now - last >= 2.0 and not quiet:
             last = now
-            _log(f"{description}: {done}{'/' + str(total) if total else ''}{unit}")
+            click.echo(f"{description}: {done}{'/' + str(total) if total else ''}{unit}", err=True)
 
     yield advance
 
@@ -377,7 +380,8 @@ def create(source: str, output: str, store_url: str, tags: tuple[str, ...], kind
 def _build_progress(name: str) -> Iterator[Callable[[int, int, str], None]]:
     """The builder's `progress(done, total, stage)`: a bar on a terminal (stderr), else a line per
     stage and every few seconds within one, nothing with --quiet or --json."""
-    if sys.stderr.isatty() and not _quiet() and not _as_json():
+    quiet = _quiet() or _as_json()  # asked here: the builder calls back from worker threads
+    if sys.stderr.isatty() and not quiet:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
@@ -392,12 +396,14 @@ def _build_progress(name: str) -> Iterator[Callable[[int, int, str], None]]:
     last: dict[str, Any] = {"stage": None, "at": 0.0}
 
     def line(done: int, total: int, stage: str) -> None:
+        if quiet:
+            return
         now = time.monotonic()
         if stage == last["stage"] and now - last["at"] < 2.0 and done != total:
             return
         last.update(stage=stage, at=now)
         percent = f" {100 * done // total}%" if total else ""
-        _log(f"{name}: {stage}{percent}")
+        click.echo(f"{name}: {stage}{percent}", err=True)
 
     yield line
 
