@@ -45,9 +45,11 @@ class FlistCommandError(click.ClickException):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.exit_code = code
+        # Asked now, inside the command: click shows the error after its context is gone.
+        self.as_json = _as_json()
 
     def show(self, file: Any = None) -> None:
-        if _as_json():
+        if self.as_json:
             click.echo(json.dumps({"error": {"message": self.message, "exit": self.exit_code}}))
         click.echo(f"error: {self.message}", err=True)
 

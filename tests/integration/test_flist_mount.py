@@ -880,3 +880,16 @@ def test_cli_create_from_tar_and_image(built: Built, tmp_path: Path) -> None:
                           "/etc/motd", "--store", f"dir://{store}", "--cache", str(tmp_path / "cache")],
                          capture_output=True, timeout=60)
     assert cat.returncode == 0 and cat.stdout == built.read("tiny.txt")
+
+
+def test_cli_json_errors_are_json(tmp_path):
+    import json as _json
+    import subprocess as _subprocess
+    import sys as _sys
+
+    bogus = tmp_path / "bogus.flist"
+    bogus.write_bytes(b"not an flist")
+    done = _subprocess.run([_sys.executable, "-m", "g8os.client.cli", "flist", "inspect", str(bogus), "--json"],
+                           capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "not an flist" in _json.loads(done.stdout)["error"]["message"]
