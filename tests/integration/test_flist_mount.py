@@ -889,7 +889,7 @@ def test_cli_json_errors_are_json(tmp_path):
 
     bogus = tmp_path / "bogus.flist"
     bogus.write_bytes(b"not an flist")
-    done = _subprocess.run([_sys.executable, "-m", "g8os.client.cli", "flist", "inspect", str(bogus), "--json"],
-                           capture_output=True, text=True, timeout=60)
+    argv = [_sys.executable, "-m", "g8os.client.cli", "flist", "inspect", str(bogus), "--json"]
+    done = _subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "not an flist" in _json.loads(done.stdout)["error"]["message"]
