@@ -90,7 +90,9 @@ def test_every_actor_comes_back_and_no_job_is_lost(own_node):
                 return False
 
         wait_for(redis_back, timeout=30, interval=0.1, what="redis restarted")
-        time.sleep(0.5)
+        # The load goes on until jobs pushed after the restart are answered as well.
+        settled = len(load.ids)
+        wait_for(lambda: len(load.ids) > settled + 10, timeout=30, what="load resumed")
     r = own_node.redis()
     missing, doubled = [], []
     for job in load.ids:
