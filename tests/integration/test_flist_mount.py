@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wire import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -238,17 +239,6 @@ def force_unmount_below(root: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 class MountServer:
     """`python -m g8os.fs.mount` as core0's supervisor runs it: readiness on a notify fd."""
 
@@ -369,7 +359,7 @@ class HttpServer:
                 return True
             return False
 
-        wait_for(answers, 10, "http.server")
+        wait_for(answers, 10, what="http.server")
         return self
 
     def stop(self) -> None:
@@ -746,7 +736,7 @@ def test_prefetch_list_warms_the_cache_at_mount(built: Built, servers: Servers, 
     def cached() -> bool:
         return wanted <= {p.name for p in cache.rglob("*") if p.is_file()}
 
-    wait_for(cached, 30, "the prefetch list in the cache")   # without a single read
+    wait_for(cached, 30, what="the prefetch list in the cache")   # without a single read
 
 
 def test_cli_mount_foreground(built: Built, tmp_path: Path) -> None:
