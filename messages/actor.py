@@ -7,7 +7,8 @@ import attrs
 from g8os.messages.registry import Owner, command
 from g8os.messages.validate import matches, signal_number
 
-PATH = r"/|(/[A-Za-z0-9_.:@-]+)+"
+# "/" or "/name/name...": no empty, "." or ".." segment
+PATH = r"/|(/(?!\.\.?(?:/|$))[A-Za-z0-9_.:@-]+)+"
 
 
 @command("actor.tree", owner=Owner.ROOT)

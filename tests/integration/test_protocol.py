@@ -304,3 +304,23 @@ def test_killall_spares_nothing_it_should_not(r):
         assert result(r, job)["state"] == "KILLED"
     redis_up = call(r, "core.ping")  # services are not jobs: redis-server is untouched
     assert redis_up["state"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("command, arguments, field", [
+    ("bash", {"script": 1}, "arguments.script"),
+    ("core.subscribe", {"id": ["x"]}, "arguments.id"),
+    ("job.list", {"id": 5}, "arguments.id"),
+    ("job.kill", {"id": "x", "signal": "KILL"}, "arguments.signal"),
+    ("job.killall", {"signal": 1.5}, "arguments.signal"),
+    ("job.unschedule", {}, "arguments.id"),
+    ("process.list", {"pid": "one"}, "arguments.pid"),
+    ("process.kill", {"pid": -4}, "arguments.pid"),
+    ("actor.tree", {"path": "no-slash"}, "arguments.path"),
+    ("actor.inspect", {"path": "/a/../b"}, "arguments.path"),
+    ("actor.kill", {"path": "/jobs", "signal": 0.5}, "arguments.signal"),
+    ("actor.restart", {}, "arguments.path"),
+])
+def test_every_command_names_its_bad_field(r, command, arguments, field):
+    res = call(r, command, arguments)
+    assert res["state"] == "ERROR" and res["code"] == 400, res
+    assert field in json.loads(res["data"])
