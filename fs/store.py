@@ -573,51 +573,38 @@ class Router:
         return [c for c in chunks
                 if any(st is store and self._covers(s, e, c) for s, e, st in self.routes)]
 
-    def get(self, ids: Iterable[str]) -> dict[str, bytes]:
+    def _ask(self, ids: Iterable[str],
+             query: Callable[[Store, list[str]], Mapping[str, Any]]) -> dict[str, Any]:
+        """Ask the stores in order for the ids still missing; `query(store, ids)` answers what that
+        store holds. Ids missing everywhere while a store that may have them was down raise
+        SomeStoresUnavailable (with what was found), not a silent "absent"."""
         missing = dict.fromkeys(ids)
-        found: dict[str, bytes] = {}
+        found: dict[str, Any] = {}
         failed: dict[str, str] = {}  # id -> why a store that may have it could not be asked
         for store in self._order():
             ask = self._candidates(store, missing)
             if not ask:
                 continue
             try:
-                got = store.get(ask)
+                got = query(store, ask)
             except ChunkError as exc:
                 failed.update(dict.fromkeys(ask, str(exc)))
                 continue
-            for chunk, blob in got.items():
+            for chunk, value in got.items():
                 if chunk in missing:
-                    found[chunk] = blob
+                    found[chunk] = value
                     del missing[chunk]
-                    failed.pop(chunk, None)
-        still = [c for c in missing if c in failed]
-        if still:
-            reasons = sorted(set(failed[c] for c in still))
-            raise SomeStoresUnavailable(f"{len(still)} chunk(s) unreachable: {'; '.join(reasons)}", found)
-        return found
-
-    def exists(self, ids: Iterable[str]) -> set[str]:
-        missing = dict.fromkeys(ids)
-        there: set[str] = set()
-        failed: dict[str, str] = {}
-        for store in self._order():
-            ask = self._candidates(store, missing)
-            if not ask:
-                continue
-            try:
-                got = store.exists(ask)
-            except ChunkError as exc:
-                failed.update(dict.fromkeys(ask, str(exc)))
-                continue
-            for chunk in got & set(missing):
-                there.add(chunk)
-                del missing[chunk]
         still = [c for c in missing if c in failed]
         if still:
             reasons = "; ".join(sorted(set(failed[c] for c in still)))
-            raise StoreUnavailable(f"{len(still)} chunk(s) unreachable: {reasons}")
-        return there
+            raise SomeStoresUnavailable(f"{len(still)} chunk(s) unreachable: {reasons}", found)
+        return found
+
+    def get(self, ids: Iterable[str]) -> dict[str, bytes]:
+        return self._ask(ids, lambda store, ask: store.get(ask))
+
+    def exists(self, ids: Iterable[str]) -> set[str]:
+        return set(self._ask(ids, lambda store, ask: dict.fromkeys(store.exists(ask), True)))
 
     def put(self, chunks: Mapping[str, bytes]) -> None:
         """Each chunk to every route covering it; a chunk no route covers to the first fallback."""
