@@ -641,6 +641,19 @@ def logs(job_id: str, follow: bool) -> None:
                     "result": _result_document(final) if final is not None else None})
 
 
+# The client's own command modules, one per node namespace (`g8os fs`, `g8os events`, ...). Each
+# defines `COMMANDS`, the click commands and groups it adds; a new namespace adds its module here.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _add_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(name).COMMANDS:
+            cli.add_command(command)
+
+
 def _add_plugins() -> None:
     """Command groups that live outside client/ (which imports messages only), found through
     the `g8os.cli` entry points: `g8os flist` comes from the flist engine this way."""
@@ -661,6 +674,7 @@ def _add_plugins() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `g8os` console script."""
+    _add_commands()
     _add_plugins()
     cli.main(args=argv, prog_name="g8os")
 

@@ -24,6 +24,9 @@ class Owner(enum.StrEnum):
     STATS = "stats"       # node facts: info.*, process.*
     ROOT = "root"         # the actor tree: actor.*
     LOG = "log"           # logger.*, events
+    SERVICES = "services" # boot services, config.get
+    FILES = "files"       # filesystem.*
+    DISKS = "disks"       # disk.*, btrfs.*
 
 
 class Kind(enum.StrEnum):
