@@ -44,22 +44,28 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
-from rich.tree import Tree
 
 from g8os.client.client import Client
+from g8os.client.render import (
+    actor_tree,
+    error_document,
+    error_message,
+)
+from g8os.client.render import duration as _duration
+from g8os.client.render import human_bytes as _human_bytes
+from g8os.client.render import result_document as _result_document
+from g8os.client.render import signal_name as _signal_name
+from g8os.client.render import write_message as _write_message
 from g8os.client.transport import (
     DEFAULT_TIMEOUT,
     JobTimeoutError,
     Message,
     NotAcknowledged,
     ProcessError,
-    ResultError,
-    Return,
     Timeout,
     Unreachable,
     error_for_result,
 )
-from g8os.messages.command import RESULT_LEVELS, Level
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
 
 EXIT_OK = 0
@@ -211,16 +217,9 @@ class _Group(click.Group):
 
 
 def _report(state: Options | None, exc: BaseException, code: int) -> None:
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = error_message(exc)
     if state is not None and state.as_json:
-        error: dict[str, Any] = {"type": type(exc).__name__, "message": message, "exit": code}
-        if isinstance(exc, G8Error):
-            error["code"] = getattr(exc, "code", None)
-            if getattr(exc, "field", ""):
-                error["field"] = exc.field  # type: ignore[attr-defined]
-        if isinstance(exc, ResultError) and exc.result is not None:
-            error["result"] = exc.result.payload
-        state.emit({"error": error})
+        state.emit(error_document(exc, code))
     click.echo(f"error: {message}", err=True)
     critical = getattr(exc, "critical", "")
     if critical and not (state and state.quiet):
@@ -281,57 +280,6 @@ def cli(ctx: click.Context, host: str, port: int, password: str, socket: str | N
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _human_bytes(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "" if value is None else str(value)
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
-
-
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, int | float) or seconds < 0:
-        return "" if seconds is None else str(seconds)
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def _result_document(result: Return, messages: list[Message] | None = None) -> dict[str, Any]:
-    """A result as `--json` prints it: the wire fields plus what a script wants at the top."""
-    document = dict(result.payload)
-    document.update(stdout=result.stdout, stderr=result.stderr, exit_status=result.exit_status)
-    if result.level == Level.RESULT_JSON:
-        with contextlib.suppress(ValueError):
-            document["value"] = json.loads(result.data)
-    if messages is not None:
-        document["messages"] = [m.to_dict() for m in messages]
-    return document
-
-
-def _write_message(message: Message) -> None:
-    if not message.text and message.end:
-        return  # a bare end-of-job marker carries no output
-    text = message.text if message.text.endswith("\n") else message.text + "\n"
-    if message.level == Level.STDOUT:
-        click.echo(text, nl=False)
-    elif message.level in (Level.STDERR, *RESULT_LEVELS):
-        click.echo(text, nl=False, err=True)
-    else:  # logs, warnings...: say which level, as they are not the process's plain output
-        click.echo(f"[{message.level}] {text}", nl=False, err=True)
-
-
 class SignalType(click.ParamType):
     """A signal by number (9) or name (KILL, SIGKILL, kill)."""
 
@@ -352,13 +300,6 @@ class SignalType(click.ParamType):
         if number not in {int(s) for s in signal.Signals}:
             self.fail(f"not a signal number: {number}", param, ctx)
         return number
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 # --------------------------------------------------------------------------------------------- commands
@@ -514,54 +455,6 @@ def kill(job_id: str, signum: int) -> None:
         state.say(f"sent {_signal_name(signum)} to job {job_id}")
 
 
-def _actor_entries(data: Any) -> list[dict[str, Any]]:
-    """actor.tree's answer flattened into entries with a `path`, whether it came nested or flat."""
-    out: list[dict[str, Any]] = []
-
-    def walk(node: Any, parent: str) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item, parent)
-            return
-        if not isinstance(node, dict):
-            return
-        if "path" not in node and all(isinstance(v, dict) for v in node.values()):
-            for name, child in node.items():  # {name: entry}
-                walk({"path": f"{parent.rstrip('/')}/{name}", **child}, parent)
-            return
-        path = str(node.get("path") or f"{parent.rstrip('/')}/{node.get('name', '?')}")
-        out.append({k: v for k, v in node.items() if k != "children"} | {"path": path})
-        walk(node.get("children") or [], path)
-
-    walk(data, "")
-    return out
-
-
-def _actor_label(entry: dict[str, Any]) -> str:
-    from rich.markup import escape
-
-    path = entry["path"]
-    name = path if path == "/" else path.rstrip("/").rsplit("/", 1)[-1]
-    parts = [f"[bold]{escape(name)}[/bold]"]
-    if entry.get("kind"):
-        parts.append(f"[dim]{escape(str(entry['kind']))}[/dim]")
-    if entry.get("pid"):
-        parts.append(f"pid {entry['pid']}")
-    state = str(entry.get("state") or "")
-    if state:
-        color = {"running": "green", "restarting": "yellow", "failed": "red", "stopped": "dim"}.get(
-            state.lower(), "")
-        parts.append(f"[{color}]{escape(state)}[/{color}]" if color else escape(state))
-    if entry.get("restarts"):
-        parts.append(f"restarts {entry['restarts']}")
-    if entry.get("uptime") is not None:
-        parts.append(f"up {_duration(entry.get('uptime'))}")
-    error = entry.get("last_error") or entry.get("error")
-    if error:
-        parts.append(f"[red]{escape(str(error).splitlines()[0][:80])}[/red]")
-    return "  ".join(parts)
-
-
 @cli.command()
 @output_options
 @click.argument("path", default="/", required=False)
@@ -573,23 +466,10 @@ def tree(path: str) -> None:
     if state.as_json:
         state.emit(data)
         return
-    entries = sorted(_actor_entries(data), key=lambda e: e["path"])
-    if not entries:
+    roots = actor_tree(data)
+    if not roots:
         state.say(f"no actors under {path}")
         return
-    nodes: dict[str, Tree] = {}
-    roots: list[Tree] = []
-    for entry in entries:
-        label = _actor_label(entry)
-        parent_path = entry["path"].rstrip("/").rsplit("/", 1)[0] or "/"
-        # The nearest ancestor shown (a flat answer may skip levels).
-        while parent_path not in nodes and parent_path not in ("/", ""):
-            parent_path = parent_path.rsplit("/", 1)[0] or "/"
-        parent = nodes.get(parent_path) if entry["path"] != parent_path else None
-        node = parent.add(label) if parent is not None else Tree(label)
-        if parent is None:
-            roots.append(node)
-        nodes[entry["path"]] = node
     for root in roots:
         state.out.print(root)
 
