@@ -39,6 +39,7 @@ if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
 builder = pytest.importorskip("g8os.fs.builder")
 
 from g8os.fs.chunks import CHUNK_SIZE, chunk_id, compress  # noqa: E402
+from g8os.fs.format import FORMAT_VERSION  # noqa: E402
 from g8os.fs.mount import mount_overlay, mounts, unmount_overlay  # noqa: E402
 from g8os.fs.store import DirStore  # noqa: E402
 
@@ -789,7 +790,7 @@ def test_cli_create_inspect_ls_cat_verify(built: Built, tmp_path: Path) -> None:
     info = json.loads(result.stdout)
     assert info["tags"] == {"entrypoint": "/bin/sh", "version": "1"}
     assert info["routes"] == [{"start": "00", "end": "ff", "url": f"dir://{store}"}]
-    assert info["stats"]["bytes"] > 20 * MiB and info["version"] == "1"
+    assert info["stats"]["bytes"] > 20 * MiB and info["version"] == str(FORMAT_VERSION)
 
     result = run_cli("ls", str(out), "/links", "-l")
     assert result.returncode == 0, result.stderr

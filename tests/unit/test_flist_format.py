@@ -196,9 +196,9 @@ def _dir_member_tar() -> bytes:
 
 def test_unknown_version(tmp_path, sample):
     with sqlite3.connect(sample) as conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
     conn.close()
-    with pytest.raises(FlistError, match=r"^unknown flist version 2$"):
+    with pytest.raises(FlistError, match=r"^unknown flist version 99$"):
         Flist.open(_pack(tmp_path, sample), tmp_path / "work")
 
 
@@ -281,14 +281,14 @@ HOSTILE: list[tuple[str, list[tuple[str, tuple]], str]] = [
                            ("UPDATE chunk SET size = ? WHERE idx = 1", (CHUNK_SIZE,))],
      "short but not the last"),
     ("chunk-too-big", [("UPDATE chunk SET size = ? WHERE idx = 1", (CHUNK_SIZE + 1,))], "out of range"),
-    ("chunk-id-uppercase", [("UPDATE chunk SET id = upper(id) WHERE idx = 0", ())], "lowercase hex"),
-    ("chunk-id-short", [("UPDATE chunk SET id = 'abc' WHERE idx = 0", ())], "lowercase hex"),
-    ("chunk-id-path", [("UPDATE chunk SET id = ? WHERE idx = 0", ("../" + "a" * 61,))], "lowercase hex"),
-    ("chunks-on-a-dir", [("INSERT INTO chunk VALUES (?, 0, ?, 1)", (DIR, ID_B))], "not a regular file"),
+    ("chunk-id-short", [("UPDATE chunk SET id = X'abc0' WHERE idx = 0", ())], "32-byte digest"),
+    ("chunk-id-long", [("UPDATE chunk SET id = ? WHERE idx = 0", (bytes(33),))], "32-byte digest"),
+    ("chunks-on-a-dir", [("INSERT INTO chunk VALUES (?, 0, ?, 1)", (DIR, bytes.fromhex(ID_B)))],
+     "not a regular file"),
     ("inline-size", [("UPDATE inode SET size = 4 WHERE ino = ?", (SMALL,))], "inline bytes but size"),
     ("inline-too-big", [("UPDATE inline SET data = ? WHERE ino = ?", (b"x" * 5000, SMALL)),
                         ("UPDATE inode SET size = 5000 WHERE ino = ?", (SMALL,))], "at most 4096"),
-    ("inline-and-chunks", [("INSERT INTO chunk VALUES (?, 0, ?, 5)", (SMALL, ID_B))],
+    ("inline-and-chunks", [("INSERT INTO chunk VALUES (?, 0, ?, 5)", (SMALL, bytes.fromhex(ID_B)))],
      "both inline data and chunks"),
     ("inline-on-a-fifo", [("INSERT INTO inline VALUES (?, X'')", (FIFO,))], "not a regular file"),
     ("no-content", [("DELETE FROM inline WHERE ino = ?", (SMALL,))], "neither chunks nor inline"),
