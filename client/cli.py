@@ -523,7 +523,7 @@ def logs(job_id: str, follow: bool) -> None:
 
 # The client's own command modules, one per node namespace (`g8os fs`, `g8os events`, ...). Each
 # defines `COMMANDS`, the click commands and groups it adds; a new namespace adds its module here.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("g8os.client.cli_shell",)
 
 
 def _add_commands() -> None:
