@@ -270,7 +270,7 @@ def _decompressed(raw: IO[bytes]) -> IO[bytes]:
 
 def _extract_db(stream: IO[bytes], dest: Path) -> None:
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as tar:
             for member in tar:
                 name = member.name.removeprefix("./")
                 if name == "flistdb.sqlite3":

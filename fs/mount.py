@@ -44,6 +44,7 @@ import os
 import signal
 import stat
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -863,11 +864,13 @@ def serve(flist_path: str | os.PathLike[str], target: str | os.PathLike[str], *,
     if workdir is None:
         workdir = os.path.join(os.path.dirname(os.path.abspath(cache_dir)), "flists")
     os.makedirs(workdir, exist_ok=True)
+    started = time.perf_counter()
     try:
         flist = Flist.open(os.fspath(flist_path), os.fspath(workdir))
     except (FlistError, OSError) as exc:
         log.error("%s: %s", flist_path, exc)
         return 2
+    log.info("%s unpacked and checked in %.0f ms", flist_path, (time.perf_counter() - started) * 1000)
     from g8os.fs.cache import ChunkCache
 
     store = cache = None
