@@ -420,11 +420,16 @@ def _build_progress(name: str) -> Iterator[Callable[[int, int, str], None]]:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds a chunk fetch may take before the read fails with EIO.")
 @click.option("--no-prefetch", is_flag=True, help="Do not warm the cache from the prefetch list.")
+@click.option("--via", metavar="SOCKET", type=click.Path(dir_okay=False),
+              help="Have the fork server on SOCKET (python -m g8os.fs.forkserver) serve the mount: "
+                   "no interpreter start or imports to wait for. The mount lasts while this runs.")
 def mount(flist_path: str, target: str, rw_dir: str | None, store_url: str | None, cache_dir: str,
-          timeout: float, no_prefetch: bool) -> None:
+          timeout: float, no_prefetch: bool, via: str | None) -> None:
     """Mount FLIST on TARGET in the foreground until interrupted (prints "ready" once mounted)."""
     import logging
 
+    if via:
+        sys.exit(_mount_via(via, flist_path, target, rw_dir, store_url, cache_dir, timeout, no_prefetch))
     from g8os.fs.mount import serve
 
     logging.basicConfig(level=logging.WARNING if _quiet() else logging.INFO, stream=sys.stderr,
@@ -433,6 +438,34 @@ def mount(flist_path: str, target: str, rw_dir: str | None, store_url: str | Non
                  prefetch=not no_prefetch)
     if code:
         sys.exit(code)
+
+
+def _mount_via(via: str, flist_path: str, target: str, rw_dir: str | None, store_url: str | None,
+               cache_dir: str, timeout: float, no_prefetch: bool) -> int:
+    """Hold a lease on a mount the fork server made, until SIGINT/SIGTERM or the server ends."""
+    import signal
+
+    from g8os.fs.forkserver import MountFailed, request_mount
+
+    def interrupted(*_: object) -> NoReturn:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        lease = request_mount(via, flist_path, target, rw_dir=rw_dir and os.path.abspath(rw_dir),
+                              store=store_url, cache=os.path.abspath(cache_dir), timeout=timeout,
+                              prefetch=not no_prefetch)
+    except MountFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    with lease:
+        click.echo("ready")
+        sys.stdout.flush()
+        try:
+            return lease.wait()
+        except KeyboardInterrupt:
+            lease.release()
+            return lease.wait(60)
 
 
 @flist.command()

@@ -196,3 +196,29 @@ def test_servers_die_with_a_killed_fork_server(work: Path, server) -> None:
     finally:
         with contextlib.suppress(OSError):
             lease.close()
+
+
+def test_cli_mount_via_fork_server(work: Path, server) -> None:
+    """`g8os flist mount --via SOCKET` prints ready, serves, and gives the lease up on SIGTERM."""
+    _proc, path = server
+    cli = subprocess.Popen([sys.executable, "-m", "g8os.client.cli", "flist", "mount", str(work / "a.flist"),
+                            str(work / "mnt"), "--store", f"dir://{work / 'store'}", "--cache",
+                            str(work / "cache"), "--via", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert cli.stdout is not None and cli.stdout.readline() == "ready\n"
+        assert (work / "mnt" / "etc" / "hostname").read_bytes() == b"forked\n"
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(30) == 0
+        assert mounted_below(work) == []
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+
+
+def test_cli_mount_via_missing_fork_server(work: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "g8os.client.cli", "flist", "mount", str(work / "a.flist"),
+                             str(work / "mnt"), "--via", str(work / "nobody.sock")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1 and "no fork server" in result.stderr
