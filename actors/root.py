@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from g8os.actors.base import DEFERRED, Actor, HeavySpec
+from g8os.actors.files import FilesActor
 from g8os.actors.gateway import GatewayActor
 from g8os.actors.jobs import JobSupervisor
 from g8os.actors.log import LogActor
@@ -44,6 +45,7 @@ class RootActor(Actor):
             HeavySpec("services", ServiceSupervisor, shutdown=10.0),
             HeavySpec("jobs", JobSupervisor, shutdown=10.0),
             HeavySpec("stats", StatsActor),
+            HeavySpec("files", FilesActor),
             HeavySpec("gateway", GatewayActor),
         ]
 

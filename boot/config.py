@@ -38,6 +38,10 @@ class NodeConfig:
     redis: RedisConfig
     shutdown_timeout: float = 20.0    # SIGTERM to exit, whole node
     actor_port: int = 1900            # Thespian admin port inside the private actor network namespace
+    # filesystem.* handles (actors/files.py): at most this many open, each closed after this many
+    # seconds without use (a client that dies mid-upload must not hold a descriptor for ever).
+    files_max_handles: int = 256
+    files_idle_timeout: float = 300.0
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeConfig:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from g8os.client.actor import ActorManager
+from g8os.client.filesystem import FilesystemManager
 from g8os.client.info import InfoManager
 from g8os.client.job import JobManager
 from g8os.client.process import ProcessManager
@@ -51,7 +52,8 @@ class Client:
     number of seconds to wait for core0 to acknowledge a command and for a result. Nothing is sent
     until the first command: call `ping()` to check the node is there.
 
-    Namespaces: `info`, `job`, `process`, `actor`. Their methods validate their arguments before
+    Namespaces: `info`, `job`, `process`, `actor`, `filesystem` (files, with chunked
+    `upload`/`download`). Their methods validate their arguments before
     sending (InvalidArgument), wait for the result, and return its decoded JSON, raising the
     `ResultError` subclass of the result's code on failure. The process runners (`system`, `bash`,
     `subscribe`) return a `Response` at once.
@@ -67,6 +69,7 @@ class Client:
         self.job = JobManager(self)
         self.process = ProcessManager(self)
         self.actor = ActorManager(self)
+        self.filesystem = FilesystemManager(self)
 
     # ----------------------------------------------------------------------------------------- making
 

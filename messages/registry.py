@@ -51,6 +51,7 @@ MODULES = (
     "g8os.messages.process",
     "g8os.messages.info",
     "g8os.messages.actor",
+    "g8os.messages.filesystem",
 )
 
 

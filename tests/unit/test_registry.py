@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from g8os.actors.files import FilesActor
 from g8os.actors.gateway import GatewayActor
 from g8os.actors.jobs import JobSupervisor
 from g8os.actors.root import RootActor
@@ -18,7 +19,7 @@ from g8os.messages.registry import Kind, Owner
 pytestmark = pytest.mark.timeout(30)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-OWNERS = {Owner.JOBS: JobSupervisor, Owner.STATS: StatsActor, Owner.ROOT: RootActor,
+OWNERS = {Owner.JOBS: JobSupervisor, Owner.STATS: StatsActor, Owner.ROOT: RootActor, Owner.FILES: FilesActor,
           Owner.GATEWAY: GatewayActor}
 # client call for each command: namespace attribute path on Client
 CLIENT = {
