@@ -187,8 +187,7 @@ class FlistFS(pyfuse3.Operations):
     def _make_statfs(self) -> pyfuse3.StatvfsData:
         """Sizes from the flist's stats: overlayfs refuses a lower without statfs, and df should
         show the image's size."""
-        stats = self.flist.stats()
-        size, files = int(stats.get("bytes", 0)), int(stats.get("inodes", 0))
+        files, size = self.flist.totals()
         data = pyfuse3.StatvfsData()
         data.f_bsize = CHUNK_SIZE
         data.f_frsize = 4096

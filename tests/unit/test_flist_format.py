@@ -90,6 +90,7 @@ def test_round_trip(tmp_path, sample):
         assert fl.prefetch() == [BIG, SMALL]
         assert fl.stats() == {"inodes": 9, "dirs": 2, "files": 3, "symlinks": 1, "bytes": CHUNK_SIZE + 15,
                               "chunks": 2, "unique_chunks": 2, "inline": 2}
+        assert fl.totals() == (9, CHUNK_SIZE + 15)
         assert [p for p, _ in fl.walk()] == [b"/", b"/big", b"/d", b"/link", b"/null", b"/small",
                                               "/ĕmpty\n".encode(), b"/d/fifo", b"/d/hard", b"/d/sock"]
         with pytest.raises(KeyError):
