@@ -251,7 +251,9 @@ def unpack(flist_path: str | os.PathLike[str], workdir: str | os.PathLike[str]) 
     tmp = workdir / f".{db_path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with open(flist_path, "rb") as raw:
-            _extract_db(_decompressed(raw), tmp)
+            if not _extract_packed(_decompressed(raw), tmp):
+                raw.seek(0)
+                _extract_db(_decompressed(raw), tmp)
         tmp.replace(db_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -266,6 +268,35 @@ def _decompressed(raw: IO[bytes]) -> IO[bytes]:
     if magic[:2] == _GZIP_MAGIC:
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     return raw
+
+
+def _extract_packed(stream: IO[bytes], dest: Path) -> bool:
+    """The layout `pack` writes (the database first, under a plain ustar header), copied straight
+    from the decompressor: tarfile's stream reader costs as much again as decompression. False for
+    any other layout, which the general path reads."""
+    try:
+        header = stream.read(tarfile.BLOCKSIZE)
+        member = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+    except (tarfile.TarError, zstandard.ZstdError, EOFError, gzip.BadGzipFile, ValueError):
+        return False
+    if member.name.removeprefix("./") != DB_NAME or not member.isreg() or member.size > MAX_DB_BYTES:
+        return False
+    try:
+        with open(dest, "wb") as out:
+            buffer = memoryview(bytearray(1 << 20))
+            left = member.size
+            while left:
+                got = stream.readinto(buffer[:min(left, len(buffer))])  # type: ignore[attr-defined]
+                if not got:
+                    raise FlistError(f"not an flist: {DB_NAME} truncated "
+                                     f"({member.size - left} of {member.size} bytes)")
+                out.write(buffer[:got])
+                left -= got
+        while stream.read(1 << 16):  # to the end of the frame: zstd verifies its checksum there
+            pass
+    except (zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
+        raise FlistError(f"not an flist: damaged archive ({exc})") from None
+    return True
 
 
 def _extract_db(stream: IO[bytes], dest: Path) -> None:

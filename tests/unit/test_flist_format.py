@@ -186,6 +186,23 @@ def test_not_an_flist(tmp_path, case):
     assert leftovers == []
 
 
+@pytest.mark.parametrize("damage", ["cut-in-the-database", "cut-after-the-database", "flipped-byte"])
+def test_damaged_packed_flist_is_refused(tmp_path, sample, damage):
+    """The fast path for `pack`'s own layout reads the database straight from the decompressor:
+    a cut or corrupted archive must still be refused, never half a database accepted."""
+    raw = bytearray(_pack(tmp_path, sample).read_bytes())
+    if damage == "cut-in-the-database":
+        raw = raw[:len(raw) // 2]
+    elif damage == "cut-after-the-database":
+        raw = raw[:-6]   # the frame's end and checksum are gone
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    path = tmp_path / "damaged.flist"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FlistError, match=r"^(not an flist|hostile metadata)"):
+        Flist.open(path, tmp_path / "work")
+
+
 def _dir_member_tar() -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
