@@ -27,7 +27,7 @@ def shell(script: str | None) -> None:
 
     state = _state()
     client = state.client()
-    sh = Shell(client, out=state.out, err=state.err, as_json=state.as_json, quiet=state.quiet)
+    sh = Shell(state)
     if script is not None:
         code = sh.run_script(script)
     elif not sys.stdin.isatty():

@@ -45,6 +45,7 @@ from g8os.client.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    Options,
     SignalType,
     exit_code_for,
 )
@@ -211,21 +212,24 @@ def _parent(path: str) -> str:
 class Shell:
     """The shell's state (node, current actor path, last status) and its command loop.
 
-    `out`/`err` are rich consoles (the CLI passes its own, so both print alike); `as_json` makes
-    every command print one JSON document instead of text; `quiet` drops informational lines.
+    `options` are the `g8os` CLI's global options (`g8os.client.cli.Options`): the node's client,
+    the rich consoles, `--json` (every command prints one JSON document instead of text) and
+    `--quiet` (no informational lines). `logs` and `events` run the CLI's own commands with them,
+    so that the shell and `g8os` print alike.
     """
 
-    def __init__(self, client: Client, *, out: Console | None = None, err: Console | None = None,
-                 as_json: bool = False, quiet: bool = False) -> None:
-        self.client = client
-        self.out = out or Console(highlight=False, soft_wrap=True)
-        self.err = err or Console(stderr=True, highlight=False)
-        self.as_json = as_json
-        self.quiet = quiet
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.client: Client = options.client()
+        self.out: Console = options.out
+        self.err: Console = options.err
+        # The session's own: a delegated CLI command's --json sets the options' flag for its run.
+        self.as_json = options.as_json
+        self.quiet = options.quiet
         self.cwd = "/"
         self.previous = "/"
         self.status = EXIT_OK
-        self.tree_cache = TreeCache(client)
+        self.tree_cache = TreeCache(self.client)
         self._json_once = False  # `--json` given to the command being run
 
     # ----------------------------------------------------------------------------------------- paths
@@ -328,6 +332,8 @@ class Shell:
         except (KeyboardInterrupt, click.Abort):
             self.err.print("interrupted")
             return EXIT_INTERRUPTED
+        except SystemExit as exc:  # a CLI command run by `logs`/`events` that exits: not the shell
+            return exc.code if isinstance(exc.code, int) else EXIT_FAILED
         except Exception as exc:
             code = exit_code_for(exc)
             if code is None:  # not one of ours: a bug, but the shell stays up
@@ -721,6 +727,61 @@ def _result_status(sh: Shell, result: Return, messages: list[Message]) -> int:
     if not sh.json_output:
         sh.error(f"{escape(error.message)}")
     return code
+
+
+def _run_cli_command(sh: Shell, module: str, name: str, args: list[str]) -> int:
+    """Run the `g8os` CLI's own command `name` (from `module`) with the shell's options, so that
+    `logs` and `events` behave and print exactly as `g8os logs` and `g8os events` do."""
+    import importlib
+
+    target: click.Command = getattr(importlib.import_module(module), name)
+    options = sh.options
+    saved = options.as_json, options.quiet
+    options.as_json, options.quiet = sh.json_output, sh.quiet
+    try:
+        # Its context is a root: the CLI's commands find their options at ctx.find_root().obj.
+        with target.make_context(name, args, obj=options) as ctx:
+            target.invoke(ctx)
+    finally:
+        options.as_json, options.quiet = saved
+    return EXIT_OK
+
+
+@command("logs", completes="job")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
+@click.argument("job", metavar="[JOB]", required=False)
+def logs(sh: Shell, job: str | None, follow: bool) -> int:
+    """Print a job's output (as `g8os logs`); with -f, follow it until the job ends.
+
+    JOB is a job id, or a job's actor path (/jobs/<id>, or relative: `cd /jobs` then `logs <id>`);
+    without JOB, the current actor if it is a job. The output kept in the result if the job has
+    ended, else its recent output; -f follows it across the job's restarts. Ctrl-C stops
+    following."""
+    return _run_cli_command(sh, "g8os.client.cli", "logs", [*(["-f"] if follow else []), sh.job_id(job)])
+
+
+@command("events", completes="path")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option("--since", metavar="WHEN",
+              help="Only events after WHEN: an age (30s, 10m, 2h, 1d), epoch seconds, or a stream id.")
+@click.option("--topic", metavar="TOPIC", help="Only topics under TOPIC (/actor, /job/end).")
+@click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="At most this many before following.")
+@click.argument("path", required=False)
+def events(sh: Shell, follow: bool, since: str | None, topic: str | None, limit: int,
+           path: str | None) -> int:
+    """Show the node's events (as `g8os events`); with -f, follow them until Ctrl-C.
+
+    Actors started, exited, restarted, gave up; jobs started and ended. PATH (absolute or relative
+    to the current actor) keeps the events about that actor and those below it."""
+    args = [*(["-f"] if follow else []), "--limit", str(limit)]
+    if since is not None:
+        args += ["--since", since]
+    if topic is not None:
+        args += ["--topic", topic]
+    if path is not None:
+        args += ["--path", sh.resolve(path)]
+    return _run_cli_command(sh, "g8os.client.cli_events", "events", args)
 
 
 @command("help")
