@@ -313,12 +313,11 @@ class Shell:
         name, args = words[0], words[1:]
         command = COMMANDS.get(name)
         if command is None:
-            self.error(f"unknown command {escape(repr(name))}; "
-                           f"`help` lists the commands")
+            self.error(f"unknown command {escape(repr(name))}; `help` lists the commands")
             return EXIT_USAGE
         self._json_once = False
         try:
-            with command.make_context(name, list(args), obj=self) as ctx:
+            with self._noting_interrupts(), command.make_context(name, list(args), obj=self) as ctx:
                 result = command.invoke(ctx)
             return int(result) if isinstance(result, int) else EXIT_OK
         except ShellExit:
@@ -346,6 +345,32 @@ class Shell:
             return code
         finally:
             self._json_once = False
+
+    @contextlib.contextmanager
+    def _noting_interrupts(self) -> Iterator[None]:
+        """Ctrl-C during a command raises KeyboardInterrupt as usual; if the command swallows it
+        (`events -f` ends that way, as a success), end the line the terminal's ^C was echoed on,
+        so that the next prompt starts a line of its own."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        interrupted = False
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            nonlocal interrupted
+            interrupted = True
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        except KeyboardInterrupt:
+            interrupted = False  # run() reports it on a line of its own
+            raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if interrupted:
+                self.err.print()
 
     def interact(self, history: Path | None = None) -> int:
         """The interactive loop until `exit` or Ctrl-D; returns the exit status (the last command's,
