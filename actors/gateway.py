@@ -40,6 +40,7 @@ from g8os.messages.command import (
 from g8os.messages.errors import G8Error, InvalidArgument, Unavailable
 from g8os.messages.internal import Call, CallReply
 from g8os.messages.registry import Kind, Owner
+from g8os.system import bootconfig
 from g8os.system.redisconn import INFLIGHT, JOB_QUEUE, STEP, Outbox, connect
 
 BATCH = 128                 # commands taken from Redis per round trip under load
@@ -73,6 +74,8 @@ class GatewayActor(Actor):
 
     def on_start(self) -> bool:
         registry.load()
+        # Extensions of the boot config are commands too (read once by the plane, see bootconfig).
+        bootconfig.install(bootconfig.current(self.config.config_dir))
         self.outbox = Outbox(connect(self.config.redis))
         self.handoff: collections.deque[Routed] = collections.deque()
         self.waiting: dict[str, list[Routed]] = {}       # owner → commands until it is reachable

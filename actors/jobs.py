@@ -26,10 +26,12 @@ from g8os.actors.process import Policy, ProcessActor, ProcessHost
 from g8os.actors.supervision import Action, Strategy, Supervisor, SupFlags
 from g8os.messages import registry
 from g8os.messages.command import Command, Result, State, result_key, stream_message
+from g8os.messages.config import ExtensionRequest
 from g8os.messages.core import Bash, Subscribe, System
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
 from g8os.messages.internal import ActorOp, Call
 from g8os.messages.job import JobKill, JobKillAll, JobList, JobUnschedule
+from g8os.system import bootconfig
 from g8os.system.output import Message
 from g8os.system.redisconn import JOB_INFLIGHT, JOB_QUEUE, Outbox, QueueConsumer, connect
 
@@ -44,6 +46,7 @@ class JobSupervisor(ProcessHost, Actor):
 
     def on_start(self) -> bool:
         self.init_host(Path(self.config.runtime_dir) / "jobs")
+        bootconfig.install(bootconfig.current(self.config.config_dir))  # extension commands
         self.jobs = Supervisor(self.flags, ())
         self.outbox = Outbox(connect(self.config.redis))
         self.queues: dict[str, deque[ProcessActor]] = {}
@@ -150,6 +153,8 @@ class JobSupervisor(ProcessHost, Actor):
             argv, env, cwd, stdin = [request.name, *request.args], request.env, request.dir, request.stdin
         elif isinstance(request, Bash):
             argv, env, cwd, stdin = ["sh", "-c", request.script], None, "", request.stdin
+        elif isinstance(request, ExtensionRequest):  # an [extension.<name>] of the boot config
+            argv, env, cwd, stdin = request.process()
         else:
             raise InvalidArgument(f"{command.command} is not a process command")
         policy = Policy(max_restart=command.max_restart or 0, recurring_period=command.recurring_period or 0,

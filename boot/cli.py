@@ -1,7 +1,7 @@
 """The `core0` command: run and manage g8os nodes on this host.
 
-    core0 sandbox [--name N] [--port P]              a sandbox in the foreground (Ctrl-C stops it)
-    core0 sandbox up [--name N] [--port P] [--detach]
+    core0 sandbox [--name N] [--port P] [--config DIR]   a sandbox in the foreground (Ctrl-C stops it)
+    core0 sandbox up [--name N] [--port P] [--config DIR] [--detach]
     core0 sandbox down [--name N]
     core0 sandbox list [--json]
     core0 sandbox status [--name N]
@@ -44,6 +44,10 @@ def _hint(info: dict[str, Any]) -> None:
 name_option = click.option("--name", default=None, help="sandbox name (default: default)")
 port_option = click.option("--port", type=click.IntRange(0, 65535), default=None,
                            help="TCP port of the forwarder on 127.0.0.1 (default: a free one)")
+config_option = click.option("--config", "config_dir", default=None, metavar="DIR",
+                             type=click.Path(exists=True, file_okay=False),
+                             help="boot configuration: a directory of TOML files declaring startup "
+                                  "services and extensions (copied into the sandbox; see docs/config.md)")
 
 
 @click.group()
@@ -54,28 +58,32 @@ def cli() -> None:
 @cli.group(invoke_without_command=True)
 @name_option
 @port_option
+@config_option
 @click.pass_context
-def sandbox(ctx: click.Context, name: str | None, port: int | None) -> None:
+def sandbox(ctx: click.Context, name: str | None, port: int | None, config_dir: str | None) -> None:
     """A g8os node in fresh namespaces on this host (root only). Without a subcommand: run one in
     the foreground until Ctrl-C."""
-    ctx.obj = {"name": name, "port": port}
+    ctx.obj = {"name": name, "port": port, "config_dir": config_dir}
     if ctx.invoked_subcommand is None:
-        ctx.exit(_run(lambda: sandboxes.run_foreground(_name(ctx, None), port or 0)))
+        ctx.exit(_run(lambda: sandboxes.run_foreground(_name(ctx, None), port or 0, config_dir=config_dir)))
 
 
 @sandbox.command()
 @name_option
 @port_option
+@config_option
 @click.option("--detach", is_flag=True, help="run the keeper as a daemon and return once the node is up")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds to wait for the node")
 @click.pass_context
-def up(ctx: click.Context, name: str | None, port: int | None, detach: bool, timeout: float) -> None:
+def up(ctx: click.Context, name: str | None, port: int | None, config_dir: str | None, detach: bool,
+       timeout: float) -> None:
     """Start a sandbox (in the foreground unless --detach). Prints its connection info as JSON."""
     name = _name(ctx, name)
     port = port if port is not None else (ctx.obj.get("port") or 0)
+    config_dir = config_dir or ctx.obj.get("config_dir")
     if not detach:
-        ctx.exit(_run(lambda: sandboxes.run_foreground(name, port, timeout=timeout)))
-    info = _run(lambda: sandboxes.up(name, port=port, detach=True, timeout=timeout))
+        ctx.exit(_run(lambda: sandboxes.run_foreground(name, port, timeout=timeout, config_dir=config_dir)))
+    info = _run(lambda: sandboxes.up(name, port=port, detach=True, timeout=timeout, config_dir=config_dir))
     click.echo(json.dumps(info))
     _hint(info)
 

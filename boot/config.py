@@ -1,7 +1,8 @@
 """The node's configuration: where its state lives and how Redis is reached.
 
 Written as JSON by whoever prepares the node (`core0 sandbox up`, the initramfs, `core0 agent`)
-and read by PID 1 and the actor plane. Boot services (TOML) come in a later layer.
+and read by PID 1 and the actor plane. Startup services and extensions are TOML files in
+`config_dir` (system/bootconfig.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class NodeConfig:
     redis: RedisConfig
     shutdown_timeout: float = 20.0    # SIGTERM to exit, whole node
     actor_port: int = 1900            # Thespian admin port inside the private actor network namespace
+    # The boot configuration: TOML files declaring startup services and extensions
+    # (system/bootconfig.py, docs/config.md); "" = none.
+    config_dir: str = ""
     # filesystem.* handles (actors/files.py): at most this many open, each closed after this many
     # seconds without use (a client that dies mid-upload must not hold a descriptor for ever).
     files_max_handles: int = 256

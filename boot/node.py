@@ -66,7 +66,7 @@ def run(config: NodeConfig, notify_fd: int | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
         signal.signal(sig, lambda signum, frame: received.append(signum))
 
-    _warm_up()
+    _warm_up(config)
 
     system = ActorSystem("multiprocTCPBase", {"Admin Port": config.actor_port},
                          logDefs={"version": 1, "root": {"level": "WARNING"}})
@@ -112,13 +112,18 @@ def run(config: NodeConfig, notify_fd: int | None) -> int:
         system.shutdown()
 
 
-def _warm_up() -> None:
+def _warm_up(config: NodeConfig) -> None:
     """Do once, here, what every actor would otherwise do after being forked from us: import
     every command module, generate cattrs' structuring code, run git for info.version. A
-    restarted actor then serves in milliseconds instead of tens of them."""
+    restarted actor then serves in milliseconds instead of tens of them.
+
+    The boot configuration is read here too, once per start of the plane: every actor, forked
+    from us, sees the same startup services and extensions (system/bootconfig.py)."""
     from g8os.messages import registry
     from g8os.messages.convert import converter
+    from g8os.system import bootconfig
 
+    bootconfig.install(bootconfig.current(config.config_dir))
     for command in registry.load().values():
         converter.get_structure_hook(command.request)
     info.version()

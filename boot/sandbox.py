@@ -2,7 +2,8 @@
 
 The keeper is a host process that owns one sandbox for its whole life:
 
-- it writes ``/var/lib/g8os/sandbox/<name>/config.json`` (the node's NodeConfig) and holds an
+- it writes ``/var/lib/g8os/sandbox/<name>/config.json`` (the node's NodeConfig), copies the
+  boot configuration it is given (``--config DIR``: the ``*.toml`` files) into ``<dir>/config``, and holds an
   exclusive flock on the sandbox directory, so a second keeper of the same name refuses to start
   while a dead keeper's directory is recognised as stale and cleaned;
 - it forks the node's PID 1 into new PID, mount, UTS, IPC and network namespaces
@@ -78,6 +79,32 @@ def node_config(name: str, directory: Path) -> NodeConfig:
         log_file=str(directory / "core0.log"),
         redis=RedisConfig(socket=str(directory / "run" / "redis.sock"), password=secrets.token_urlsafe(24)),
     )
+
+
+def config_source(path: str | os.PathLike[str] | None) -> str | None:
+    """The absolute path of a boot configuration directory given to `up`, checked at once."""
+    if not path:
+        return None
+    source = os.path.abspath(path)
+    if not os.path.isdir(source):
+        raise ValueError(f"--config {path}: not a directory")
+    return source
+
+
+def copy_config(source: str, directory: Path) -> str:
+    """Copy the boot configuration (the ``*.toml`` files directly in `source`) into the sandbox
+    directory; the node reads the copy.
+
+    A copy, not the original: the node sees the configuration it was started with, and sees it
+    at all (a directory under /tmp or /run would be hidden by the node's own mounts there).
+    Only the TOML files: whatever else the directory holds is not the node's to read.
+    """
+    target = directory / "config"
+    target.mkdir(mode=0o700, exist_ok=True)
+    for entry in sorted(Path(source).iterdir()):
+        if entry.suffix == ".toml" and entry.is_file():
+            shutil.copyfile(entry, target / entry.name)
+    return str(target)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -505,7 +532,7 @@ def _kill_and_wait(pid: int) -> None:
 
 
 def run_keeper(name: str, *, port: int = 0, report: Report, timeout: float = 60.0,
-               plane: str | None = None, log_to_file: bool = False) -> int:
+               plane: str | None = None, log_to_file: bool = False, config_dir: str | None = None) -> int:
     """The keeper, in the calling process, until the sandbox stops; its exit code.
 
     Raises RuntimeError before anything was started (bad name, already running, port taken).
@@ -520,6 +547,8 @@ def run_keeper(name: str, *, port: int = 0, report: Report, timeout: float = 60.
         config = node_config(name, directory)
         for sub in (config.state_dir, config.run_dir):
             os.makedirs(sub, mode=0o700, exist_ok=True)
+        if config_dir:
+            config.config_dir = copy_config(config_dir, directory)
         config.save(directory / "config.json")
         listener = listen(port)
         pid1 = start_pid1(directory / "config.json", plane=plane)
@@ -541,10 +570,11 @@ def run_keeper(name: str, *, port: int = 0, report: Report, timeout: float = 60.
 # ---------------------------------------------------------------------------------------------
 
 def run_foreground(name: str = "default", port: int = 0, *, timeout: float = 60.0,
-                   plane: str | None = None) -> int:
+                   plane: str | None = None, config_dir: str | None = None) -> int:
     """`core0 sandbox`: the keeper in this process; prints the JSON line, serves until a signal."""
     validate_name(name)
-    return run_keeper(name, port=port, report=ConsoleReport(), timeout=timeout, plane=plane)
+    return run_keeper(name, port=port, report=ConsoleReport(), timeout=timeout, plane=plane,
+                      config_dir=config_source(config_dir))
 
 
 def _read_reply(fd: int, timeout: float) -> dict[str, Any] | None:
@@ -561,7 +591,8 @@ def _read_reply(fd: int, timeout: float) -> dict[str, Any] | None:
     return json.loads(data.split(b"\n", 1)[0])
 
 
-def _keeper_child(name: str, port: int, timeout: float, plane: str | None, fd: int, detach: bool) -> None:
+def _keeper_child(name: str, port: int, timeout: float, plane: str | None, fd: int, detach: bool,
+                  config_dir: str | None = None) -> None:
     """Runs in the forked keeper; never returns."""
     code = 1
     report = PipeReport(fd)
@@ -573,7 +604,8 @@ def _keeper_child(name: str, port: int, timeout: float, plane: str | None, fd: i
         else:
             linux.set_pdeathsig(signal.SIGTERM)  # attached: the sandbox stops with its caller
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the caller's handlers mean nothing here
-        code = run_keeper(name, port=port, report=report, timeout=timeout, plane=plane, log_to_file=True)
+        code = run_keeper(name, port=port, report=report, timeout=timeout, plane=plane, log_to_file=True,
+                          config_dir=config_dir)
     except BaseException as exc:
         report.failed(f"sandbox {name!r} failed to start: {exc}")
         with contextlib.suppress(BaseException):
@@ -583,15 +615,18 @@ def _keeper_child(name: str, port: int, timeout: float, plane: str | None, fd: i
 
 
 def up(name: str = "default", *, port: int = 0, detach: bool = False, timeout: float = 60,
-       plane: str | None = None) -> dict[str, Any]:
+       plane: str | None = None, config_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Start a sandbox and return its connection info once the node answers `core.ping`.
 
     detach=True: the keeper is a daemon (double fork, setsid, output in <dir>/keeper.log) that
     outlives the caller. detach=False: the keeper is the caller's child and stops when the caller
     exits (PR_SET_PDEATHSIG). Either way `down(name)` stops it. ``plane`` is for tests (init's
-    ``--plane``). Raises RuntimeError with the tail of the node's logs when it does not come up.
+    ``--plane``). ``config_dir``: a boot configuration (startup services, extensions: see
+    docs/config.md) copied into the sandbox. Raises RuntimeError with the tail of the node's logs
+    when it does not come up; ValueError when ``config_dir`` is not a directory.
     """
     validate_name(name)
+    source = config_source(config_dir)
     running = _keeper_process(sandbox_dir(name))
     if running is not None:
         raise RuntimeError(f"sandbox {name!r} is already running (keeper pid {running.pid})")
@@ -599,7 +634,7 @@ def up(name: str = "default", *, port: int = 0, detach: bool = False, timeout: f
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _keeper_child(name, port, timeout, plane, write_fd, detach)
+        _keeper_child(name, port, timeout, plane, write_fd, detach, source)
     os.close(write_fd)
     try:
         if detach:

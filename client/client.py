@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from g8os.client.actor import ActorManager
+from g8os.client.config import ConfigManager
 from g8os.client.filesystem import FilesystemManager
 from g8os.client.info import InfoManager
 from g8os.client.job import JobManager
@@ -69,6 +70,7 @@ class Client:
         self.job = JobManager(self)
         self.process = ProcessManager(self)
         self.actor = ActorManager(self)
+        self.config = ConfigManager(self)
         self.filesystem = FilesystemManager(self)
 
     # ----------------------------------------------------------------------------------------- making

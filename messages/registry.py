@@ -52,6 +52,7 @@ MODULES = (
     "g8os.messages.info",
     "g8os.messages.actor",
     "g8os.messages.filesystem",
+    "g8os.messages.config",
 )
 
 
@@ -79,6 +80,34 @@ def load() -> dict[str, CommandInfo]:
             importlib.import_module(module)
         _loaded = True
     return REGISTRY
+
+
+# Commands added at run time (extensions of the boot configuration), by name.
+DYNAMIC: set[str] = set()
+
+
+def add(name: str, request: type, *, owner: Owner, kind: Kind) -> CommandInfo:
+    """Register a command at run time (an `[extension.<name>]` of the boot config).
+
+    Built-in commands are loaded first and never replaced (ValueError); adding a run-time name
+    again replaces it, so loading the same configuration twice is harmless.
+    """
+    load()
+    if name in REGISTRY and name not in DYNAMIC:
+        raise ValueError(f"{name!r} is a built-in command")
+    summary = (request.__doc__ or "").strip().splitlines()[0] if request.__doc__ else ""
+    info = CommandInfo(name, request, owner, kind, summary)
+    REGISTRY[name] = info
+    DYNAMIC.add(name)
+    request.command_name = name  # type: ignore[attr-defined]
+    return info
+
+
+def remove(name: str) -> None:
+    """Forget a run-time command (built-in ones stay)."""
+    if name in DYNAMIC:
+        DYNAMIC.discard(name)
+        REGISTRY.pop(name, None)
 
 
 def lookup(name: str) -> CommandInfo | None:

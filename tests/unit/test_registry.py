@@ -11,6 +11,7 @@ from g8os.actors.files import FilesActor
 from g8os.actors.gateway import GatewayActor
 from g8os.actors.jobs import JobSupervisor
 from g8os.actors.root import RootActor
+from g8os.actors.services import ServiceSupervisor
 from g8os.actors.stats import StatsActor
 from g8os.client import Client
 from g8os.messages import registry
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.timeout(30)
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 OWNERS = {Owner.JOBS: JobSupervisor, Owner.STATS: StatsActor, Owner.ROOT: RootActor, Owner.FILES: FilesActor,
           Owner.GATEWAY: GatewayActor}
+OWNERS[Owner.SERVICES] = ServiceSupervisor
 # client call for each command: namespace attribute path on Client
 CLIENT = {
     "core.ping": "ping", "core.system": "system", "bash": "bash", "core.subscribe": "subscribe",
