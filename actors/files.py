@@ -1,11 +1,16 @@
 """FilesActor: filesystem.* — the node's files by path, and through handles (open/read/write/close).
 
-File I/O runs on a few worker threads, never on the actor's own thread: removing a big tree or a
+File I/O runs on worker threads, never on the actor's own thread: removing a big tree or a
 recursive chmod can take long, and an actor that does not answer its parent's heartbeats for 6 s
 is killed as hung. A worker's answer comes back through a wake-up pipe that the actor watches, and
-the actor replies from its own thread (Thespian's send is not thread-safe). Reads are bounded
-(1 MiB per `filesystem.read`), writes by the command size limit (8 MiB), so one call on a handle
-holds a worker for milliseconds.
+the actor replies from its own thread (Thespian's send is not thread-safe).
+
+Two kinds of workers: path commands (open, exists, list, mkdir, remove, move, chmod, chown) share
+a pool; calls on a handle (read, write, close) go to one of a few single-thread lanes chosen by the
+handle, so a client that pushes many writes without waiting for each result gets them applied in
+the order it sent them, and a long `remove` never delays a transfer. Reads are bounded (1 MiB per
+`filesystem.read`), writes by the command size limit (8 MiB), so one call on a handle holds its
+lane for milliseconds.
 
 Handles are kept here, in this process: at most `files_max_handles` (256) open at once, each closed
 after `files_idle_timeout` (300 s) without use, and all lost when this actor restarts.
@@ -31,6 +36,7 @@ import threading
 import time
 import traceback
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -63,7 +69,8 @@ from g8os.messages.filesystem import (
 )
 from g8os.messages.internal import Call
 
-WORKERS = 4                  # concurrent file operations; the rest wait in the pool's queue
+WORKERS = 4                  # concurrent path commands; the rest wait in the pool's queue
+LANES = 4                    # single-thread lanes for calls on handles (one handle: one lane, in order)
 MAX_HANDLES = 256            # default of config.files_max_handles
 IDLE_TIMEOUT = 300.0         # default of config.files_idle_timeout, seconds
 EXPIRED_MEMORY = 1024        # ids of handles closed for idleness, kept to explain a later 404
@@ -95,8 +102,9 @@ class Policy:
                 raise FailedPrecondition(f"refused: {path} holds core0's own state ({top})")
 
 
-def protected_paths(config: Any) -> tuple[str, ...]:
-    """core0's own state on this node, resolved: what no filesystem.* call may touch."""
+def protected_paths(config: Any, *, topmost: bool = True) -> tuple[str, ...]:
+    """core0's own state on this node, resolved: what no filesystem.* call may touch (`topmost`:
+    without the paths that lie below another one of them)."""
     paths = [getattr(config, "state_dir", ""), getattr(config, "run_dir", ""),
              getattr(config, "runtime_dir", ""), getattr(config, "log_file", "")]
     socket = getattr(getattr(config, "redis", None), "socket", "")
@@ -109,8 +117,9 @@ def protected_paths(config: Any) -> tuple[str, ...]:
             # The sandbox's directory: the keeper's sandbox.json (the password) sits beside it.
             paths.append(os.path.dirname(config_file))
     resolved = {os.path.realpath(p) for p in paths if p}
-    # Only the topmost: a path below another protected one adds nothing.
-    return tuple(sorted(p for p in resolved if not any(q != p and _under(p, q) for q in resolved)))
+    if topmost:  # a path below another protected one adds nothing to a check by name
+        resolved = {p for p in resolved if not any(q != p and _under(p, q) for q in resolved)}
+    return tuple(sorted(resolved))
 
 
 def _init_config_file() -> str:
@@ -287,6 +296,15 @@ class FilesActor(Actor):
         # `perm` and the mkdir mode mean what they say, not "minus core0's umask".
         os.umask(0)
         self.policy = Policy(protected_paths(self.config))
+        # The same files and directories by identity: a bind mount of one elsewhere (or a hard
+        # link to a file) has another path but the same device and inode.
+        self.protected_ids: dict[tuple[int, int], str] = {}
+        for top in protected_paths(self.config, topmost=False):
+            try:
+                st = os.stat(top)
+            except OSError:
+                continue
+            self.protected_ids[(st.st_dev, st.st_ino)] = top
         self.max_handles = int(getattr(self.config, "files_max_handles", MAX_HANDLES))
         self.idle_timeout = float(getattr(self.config, "files_idle_timeout", IDLE_TIMEOUT))
         self.handles: dict[str, Handle] = {}
@@ -297,6 +315,7 @@ class FilesActor(Actor):
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watch(self._wake_r, self._on_wake)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="files")
+        self.lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"files-fd{n}") for n in range(LANES)]
         self._sweep_token = itertools.count(1)
         self._sweep_armed: tuple[int, float] | None = None
         self._caller: Any = None
@@ -307,7 +326,8 @@ class FilesActor(Actor):
         pool = getattr(self, "pool", None)
         if pool is None:
             return
-        pool.shutdown(wait=False, cancel_futures=True)
+        for executor in (pool, *self.lanes):
+            executor.shutdown(wait=False, cancel_futures=True)
         with self._table:
             handles, self.handles = list(self.handles.values()), {}
         for handle in handles:
@@ -318,7 +338,7 @@ class FilesActor(Actor):
             counters = dict(self.stats)
             handles = len(self.handles)
         return {"handles": handles, "max_handles": self.max_handles, "idle_timeout": self.idle_timeout,
-                "workers": WORKERS, "protected": list(self.policy.protected), **counters}
+                "workers": WORKERS, "lanes": LANES, "protected": list(self.policy.protected), **counters}
 
     # ---- from a handler to a worker and back ---------------------------------------------------
 
@@ -326,8 +346,10 @@ class FilesActor(Actor):
         self._caller = msg.reply_to or sender  # where a deferred reply goes
         super().receiveMsg_Call(msg, sender)
 
-    def _work(self, call: Call, fn: Callable[..., Any], *args: Any) -> Any:
-        future = self.pool.submit(fn, *args)
+    def _work(self, call: Call, fn: Callable[..., Any], request: Any, *, handle: str | None = None) -> Any:
+        # A handle's calls all go to the same single-thread lane: run in the order they arrived.
+        executor = self.lanes[zlib.crc32(handle.encode()) % LANES] if handle is not None else self.pool
+        future = executor.submit(fn, request)
         caller = self._caller
         future.add_done_callback(lambda done: self._finished(call, caller, done))
         return DEFERRED
@@ -422,6 +444,26 @@ class FilesActor(Actor):
 
     # ---- handles: worker side ------------------------------------------------------------------
 
+    def _check(self, path: str, *, whole_tree: bool = False) -> None:
+        """Refuse core0's own state: by path (Policy), then by the identity of the deepest existing
+        directory on the way and each of its parents."""
+        self.policy.check(path, whole_tree=whole_tree)
+        current = path
+        while True:
+            try:
+                st = os.lstat(current)  # the last component may be a symlink (remove, move): not followed
+            except OSError:
+                if current == "/":
+                    return
+                current = os.path.dirname(current)
+                continue
+            top = self.protected_ids.get((st.st_dev, st.st_ino))
+            if top is not None:
+                raise FailedPrecondition(f"refused: {path} is core0's own state ({top}, through {current})")
+            if current == "/":
+                return
+            current = os.path.dirname(current)
+
     def _use(self, handle_id: str) -> Handle:
         """The open handle, locked for the caller (who must release it)."""
         with self._table:
@@ -441,7 +483,7 @@ class FilesActor(Actor):
     def _open(self, request: FilesystemOpen) -> str:
         flags, readable, writable = open_flags(request.mode)
         path = resolve(request.file)
-        self.policy.check(path)
+        self._check(path)
         with self._table:
             if len(self.handles) + self._opening >= self.max_handles:
                 raise FailedPrecondition(f"too many open handles ({self.max_handles}): close some "
@@ -458,7 +500,7 @@ class FilesActor(Actor):
                     raise FailedPrecondition(f"{request.file} is a {_kind(st.st_mode)}, not a regular file: "
                                              f"only regular files are opened (reading others could "
                                              f"block forever)")
-                self.policy.check(os.readlink(f"/proc/self/fd/{fd}"))
+                self._check(os.readlink(f"/proc/self/fd/{fd}"))
                 os.set_blocking(fd, True)
             except BaseException:
                 os.close(fd)
@@ -517,7 +559,7 @@ class FilesActor(Actor):
 
     def _exists(self, request: FilesystemExists) -> bool:
         path = resolve(request.path)
-        self.policy.check(path)
+        self._check(path)
         try:
             os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -530,7 +572,7 @@ class FilesActor(Actor):
 
     def _list(self, request: FilesystemList) -> list[dict[str, Any]]:
         path = resolve(request.path)
-        self.policy.check(path)
+        self._check(path)
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -552,7 +594,7 @@ class FilesActor(Actor):
 
     def _mkdir(self, request: FilesystemMkdir) -> None:
         path = resolve(request.path)
-        self.policy.check(path)
+        self._check(path)
         try:
             os.makedirs(path, 0o755, exist_ok=True)
         except FileExistsError:
@@ -562,7 +604,7 @@ class FilesActor(Actor):
         return None
 
     def _check_tree(self, path: str, original: str, action: str) -> None:
-        self.policy.check(path, whole_tree=True)
+        self._check(path, whole_tree=True)
         mounted = mounts_below(path)
         if mounted:
             raise FailedPrecondition(f"refused to {action} {original}: a filesystem is mounted at "
@@ -585,7 +627,7 @@ class FilesActor(Actor):
     def _move(self, request: FilesystemMove) -> None:
         source, target = resolve_entry(request.path), resolve_entry(request.destination)
         self._check_tree(source, request.path, "move")
-        self.policy.check(target, whole_tree=True)
+        self._check(target, whole_tree=True)
         try:
             os.lstat(source)
             os.rename(source, target)
@@ -624,7 +666,7 @@ class FilesActor(Actor):
     def _chmod(self, request: FilesystemChmod) -> None:
         path = resolve(request.path)
         if not request.recursive:
-            self.policy.check(path)
+            self._check(path)
             try:
                 os.chmod(path, request.mode)
             except OSError as exc:
@@ -649,7 +691,7 @@ class FilesActor(Actor):
         uid, gid = _user_id(request.user), _group_id(request.group)
         path = resolve(request.path)
         if not request.recursive:
-            self.policy.check(path)
+            self._check(path)
             try:
                 os.chown(path, uid, gid)
             except OSError as exc:
@@ -673,13 +715,13 @@ class FilesActor(Actor):
         return self._work(call, self._open, request)
 
     def handle_filesystem_read(self, request: FilesystemRead, call: Call) -> Any:
-        return self._work(call, self._read, request)
+        return self._work(call, self._read, request, handle=request.fd)
 
     def handle_filesystem_write(self, request: FilesystemWrite, call: Call) -> Any:
-        return self._work(call, self._write, request)
+        return self._work(call, self._write, request, handle=request.fd)
 
     def handle_filesystem_close(self, request: FilesystemClose, call: Call) -> Any:
-        return self._work(call, self._close, request)
+        return self._work(call, self._close, request, handle=request.fd)
 
     def handle_filesystem_exists(self, request: FilesystemExists, call: Call) -> Any:
         return self._work(call, self._exists, request)

@@ -436,6 +436,40 @@ def test_core0_state_is_refused(client: Client, node: Any, shared_dir: Path) -> 
     assert client.filesystem.list(str(home.parent))  # listing above core0's state is fine
 
 
+def test_core0_state_is_refused_through_a_bind_mount(client: Client, node: Any, shared_dir: Path) -> None:
+    # Another path to the same directory: refused by its identity (device, inode), not its name.
+    state = sandbox_dir(node) / "state"
+    (shared_dir / "bound").mkdir()
+    (shared_dir / "link-to-state").symlink_to(state)
+    mounted = client.system(["mount", "--bind", str(state), str(shared_dir / "bound")]).get(timeout=30)
+    assert mounted.state == "SUCCESS", mounted.stderr
+    try:
+        for attempt in (lambda: client.filesystem.list(str(shared_dir / "bound")),
+                        lambda: client.filesystem.open(str(shared_dir / "bound" / "redis" / "redis.conf")),
+                        lambda: client.filesystem.mkdir(str(shared_dir / "bound" / "new"))):
+            with pytest.raises(FailedPrecondition, match="through"):
+                attempt()
+        with pytest.raises(FailedPrecondition, match="mounted"):
+            client.filesystem.remove(str(shared_dir))
+        with pytest.raises(FailedPrecondition, match="mounted"):
+            client.filesystem.chmod(str(shared_dir), 0o777, recursive=True)
+    finally:
+        unmounted = client.system(["umount", str(shared_dir / "bound")]).get(timeout=30)
+        assert unmounted.state == "SUCCESS", unmounted.stderr
+    client.filesystem.remove(str(shared_dir / "link-to-state"))  # a link to it is not the state itself
+    assert state.is_dir() and not (state / "new").exists()
+
+
+def test_core0_config_is_refused_through_a_hard_link(client: Client, node: Any, shared_dir: Path) -> None:
+    config = sandbox_dir(node) / "config.json"  # holds the redis password
+    os.link(config, shared_dir / "innocent.json")
+    with pytest.raises(FailedPrecondition, match="through"):
+        client.filesystem.open(str(shared_dir / "innocent.json"))
+    with pytest.raises(FailedPrecondition, match="through"):
+        client.filesystem.open(str(shared_dir / "innocent.json"), "w")
+    assert json.loads(config.read_text())["name"] == node.name  # not truncated
+
+
 def test_removing_a_mount_is_refused(client: Client) -> None:
     # /tmp is the node's own tmpfs: `remove` never empties a mounted filesystem
     with pytest.raises(FailedPrecondition, match="mounted"):
@@ -612,3 +646,4 @@ def test_stock_client_upload_and_download(stock: Any, shared_dir: Path) -> None:
     # garbage collector closes it. Wait for the bytes to land.
     wait_for(lambda: back.stat().st_size == source.stat().st_size, timeout=10, what="download flushed")
     assert _sha256(back) == _sha256(source)
+
