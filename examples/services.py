@@ -1,6 +1,7 @@
 """Start services on a g8os node in dependency order, each only once the ones it needs are ready.
 
-Start a node and keep the JSON line it prints (or use any node's connection JSON):
+With g8os installed (`pip install -e .` in a checkout), start a node as root and keep the JSON
+line it prints (or use any node's connection JSON):
 
     core0 sandbox up --detach > node.json
     python examples/services.py --connect node.json              # until Ctrl-C

@@ -1,6 +1,7 @@
 """Run a job on a g8os node and print its output as the job produces it.
 
-Start a node and keep the JSON line it prints (or use any node's connection JSON):
+With g8os installed (`pip install -e .` in a checkout), start a node as root and keep the JSON
+line it prints (or use any node's connection JSON):
 
     core0 sandbox up --detach > node.json
     python examples/stream_job.py --connect node.json

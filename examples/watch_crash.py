@@ -1,6 +1,7 @@
 """Watch a g8os node's events and react when an actor crashes.
 
-Start a node and keep the JSON line it prints (or use any node's connection JSON):
+With g8os installed (`pip install -e .` in a checkout), start a node as root and keep the JSON
+line it prints (or use any node's connection JSON):
 
     core0 sandbox up --detach > node.json
     python examples/watch_crash.py --connect node.json               # a job of its own, crashed once

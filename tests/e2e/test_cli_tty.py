@@ -98,6 +98,33 @@ def test_tables_render_for_a_terminal(node: Any, job: Any) -> None:
     assert code == 0 and re.search(r"^version\s+\d+\.\d+", term.text(), re.M)
 
 
+INFO_SCREENS = {
+    "cpu": r"^CPU\s+MODEL\s+MHZ\s+CACHE\s+SOCKET\s+CORE\s+CORES\s+FLAGS$\n^\s*0\s+\S",
+    "mem": r"^total\s+[\d.]+ [KMGT]iB$(.|\n)*^used %\s+[\d.]+$",
+    "disk": r"^DEVICE\s+MOUNTPOINT\s+TYPE\s+SIZE\s+USED\s+FREE\s+USE%$",
+    "nic": r"^NAME\s+STATE\s+MAC\s+MTU\s+SPEED\s+FLAGS\s+ADDRESSES$\n^lo\s+\S+\s+65536\s+up,loopback",
+    "os": r"^hostname\s+\S+$(.|\n)*^kernel\s+\S+ \S+$(.|\n)*^uptime\s+\d+",
+    "port": r"^PROTO\s+ADDRESS\s+PORT\s+PATH\s+PID$\n^tcp\s+0\.0\.0\.0\s+6379\s+\d+$",
+    "version": r"^version\s+\d+\.\d+\.\d+$\n^branch\s+\S+",
+}
+
+
+@pytest.mark.parametrize("name", sorted(INFO_SCREENS))
+def test_info(node: Any, name: str) -> None:
+    code, term = in_terminal(*node_args(node), "info", name)
+    assert code == 0 and re.search(INFO_SCREENS[name], term.text(), re.M), term.text()
+    piped = in_pipe(*node_args(node), "info", name, "--json")
+    client = node.client()
+    try:  # --json is the node's answer as the client returns it (same keys, same shape)
+        expected = getattr(client.info, name)()
+    finally:
+        client.close()
+    document = json.loads(piped.stdout)
+    assert type(document) is type(expected)
+    first, want = (document[0], expected[0]) if isinstance(expected, list) else (document, expected)
+    assert set(first) == set(want)
+
+
 def test_spinner_only_on_a_terminal(node: Any) -> None:
     # The spinner is transient (erased when the answer comes), so look at what was written.
     code, term = in_terminal(*node_args(node), "system", "sleep", "1")
