@@ -114,3 +114,37 @@ def test_mounts_below():
 def test_os_errors(number, cls):
     error = os_error(OSError(number, os.strerror(number), "/x"), "open")
     assert type(error) is cls and error.message.startswith("open /x: ")
+
+
+def test_node_config_sets_the_limits(tmp_path: Path):
+    """The FilesActor takes its bounds from the node config (in-process, on real files: no actor
+    system needed for its worker-side methods)."""
+    from g8os.actors.files import FilesActor
+    from g8os.boot.config import NodeConfig, RedisConfig
+    from g8os.messages.filesystem import FilesystemOpen
+
+    config = NodeConfig(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
+                        redis=RedisConfig(socket=str(tmp_path / "run" / "redis.sock")),
+                        files_max_handles=2, files_idle_timeout=7.5)
+    config.save(tmp_path / "config.json")  # the fields survive the node's config file
+    config = NodeConfig.load(tmp_path / "config.json")
+    assert (config.files_max_handles, config.files_idle_timeout) == (2, 7.5)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "f").write_bytes(b"x")
+    actor = FilesActor()
+    actor.config = config
+    umask = os.umask(0o022)
+    try:
+        actor.on_start()
+        first = actor._open(FilesystemOpen(file=str(tmp_path / "f")))
+        actor._open(FilesystemOpen(file=str(tmp_path / "f"), idle_timeout=1.0))
+        with pytest.raises(FailedPrecondition, match=r"too many open handles \(2\)"):
+            actor._open(FilesystemOpen(file=str(tmp_path / "f")))
+        assert actor.handles[first].idle_timeout == 7.5
+        with pytest.raises(FailedPrecondition, match="core0's own state"):
+            actor._open(FilesystemOpen(file=str(tmp_path / "state" / "x"), mode="w"))
+        assert not (tmp_path / "state" / "x").exists()
+    finally:
+        actor.on_stop()
+        os.umask(umask)
+    assert actor.handles == {}
