@@ -20,6 +20,7 @@ interrupted). Errors are printed and never end the shell. See docs/shell.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -196,6 +197,8 @@ class TreeCache:
                 try:
                     data = self.client.actor.tree("/")
                 except (G8Error, Timeout, Unreachable):
+                    # Not again before the TTL: each TAB would wait out the connection's timeouts.
+                    self._children, self._when = {}, time.monotonic()
                     return []
                 children: dict[str, list[dict[str, Any]]] = {}
                 for entry in actor_entries(data):
@@ -271,8 +274,6 @@ class Shell:
 
     def emit(self, document: Any) -> None:
         """One JSON document on stdout."""
-        import json
-
         click.echo(json.dumps(document, indent=2 if self.out.is_terminal else None, default=str))
 
     def say(self, text: str) -> None:
@@ -284,12 +285,11 @@ class Shell:
         """`error: <markup>` on stderr, on one line however narrow the console thinks it is."""
         self.err.print(f"[bold red]error:[/bold red] {markup}", soft_wrap=True)
 
-    def report(self, exc: BaseException, code: int, where: str = "") -> None:
+    def report(self, exc: BaseException, code: int) -> None:
         """An error: `error: ...` on stderr (and the error document on stdout with --json)."""
         if self.json_output:
             self.emit(error_document(exc, code))
-        prefix = f"{where}: " if where else ""
-        self.error(escape(prefix + error_message(exc)))
+        self.error(escape(error_message(exc)))
         critical = getattr(exc, "critical", "")
         if critical and not self.quiet:
             self.err.print(escape(critical))
@@ -301,7 +301,7 @@ class Shell:
         try:
             commands = split_commands(line)
         except ValueError as exc:
-            self.error(f"{escape(str(exc))}")
+            self.error(escape(str(exc)))
             self.status = EXIT_USAGE
             return self.status
         for words in commands:
@@ -325,8 +325,7 @@ class Shell:
         except click.exceptions.Exit as exc:  # --help
             return exc.exit_code
         except click.ClickException as exc:
-            self.error(f"{escape(name)}: {escape(exc.format_message())} "
-                           f"(`help {escape(name)}`)")
+            self.error(f"{escape(name)}: {escape(exc.format_message())} (`help {escape(name)}`)")
             return exc.exit_code
         except (KeyboardInterrupt, click.Abort):
             self.err.print("interrupted")
@@ -338,8 +337,8 @@ class Shell:
             if code is None:  # not one of ours: a bug, but the shell stays up
                 if os.environ.get("G8OS_DEBUG"):
                     self.err.print(escape(traceback.format_exc()))
-                self.error(f"{escape(name)}: internal error: "
-                               f"{escape(type(exc).__name__)}: {escape(str(exc))}")
+                self.error(f"{escape(name)}: internal error: {escape(type(exc).__name__)}: "
+                           f"{escape(str(exc))}")
                 return EXIT_FAILED
             self.report(exc, code)
             return code
