@@ -255,6 +255,13 @@ def test_conditions(boot):
     assert boot.service("after_cond_no")["reason"].startswith("dependency `cond_no` skipped: condition")
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # it ended while we looked
+        return []
+
+
 def _pid_changed(boot: BootedNode, service_id: str, old: int) -> int | None:
     pid = boot.service(service_id)["pid"]
     return pid if pid and pid != old else None
@@ -458,3 +465,45 @@ running_delay = -1
                  in node.log_file.read_text(errors="replace"), timeout=30, what="the error in the node log")
         # the node keeps serving commands
         assert call(r, "bash", {"script": "echo still here"})["streams"][0] == "still here"
+
+
+CRASH = """
+[startup.keep]
+name = "sleep"
+args = ["1000"]
+running_delay = 0
+
+[startup.step]
+name = "sh"
+args = ["-c", "echo ran >> @DIR@/steps"]
+after = ["keep"]
+running_delay = -1
+"""
+
+
+def test_a_restarted_service_supervisor_starts_the_services_afresh():
+    with booted("bootcrash", {"crash.toml": CRASH}) as node:
+        wait_for(lambda: node.service("step")["state"] == "done", timeout=30, interval=0.1, what="step done")
+        old = psutil.Process(host_pid(node.keeper, node.service("keep")["pid"]))
+        assert old.cmdline() == ["sleep", "1000"]
+        supervisor = json.loads(call(node.redis(), "actor.tree", {"path": "/services"})["data"])["pid"]
+        call(node.redis(), "actor.kill", {"path": "/services", "signal": 9})
+
+        def back_again() -> dict[str, Any] | None:
+            try:
+                services = {s["id"]: s for s in node.config("startup")}
+            except Exception:  # Redis restarts with the supervisor: retry until it answers
+                return None
+            keep, step = services["keep"], services["step"]
+            fresh = keep["pid"] and keep["state"] == "running" and step["state"] == "done"
+            return services if fresh and len(node.lines("steps")) == 2 else None
+
+        wait_for(back_again, timeout=60, interval=0.2, what="the services started again")
+        tree = json.loads(call(node.redis(), "actor.tree", {"path": "/services"})["data"])
+        assert tree["pid"] != supervisor
+        # the predecessor's processes did not survive it: one `sleep 1000`, the new one
+        assert not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
+        sleeps = [p for p in psutil.Process(node.keeper).children(recursive=True)
+                  if _cmdline(p) == ["sleep", "1000"]]
+        assert len(sleeps) == 1
+        assert node.lines("steps") == ["ran", "ran"]  # the one-shot step ran again, once
