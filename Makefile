@@ -3,7 +3,8 @@
 #   make test      install what is needed, then run the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := redis-server nftables iproute2 fuse3 libfuse3-dev pkg-config procps util-linux psmisc
+APT_PACKAGES := redis-server nftables iproute2 fuse3 libfuse3-dev pkg-config procps util-linux psmisc \
+	parted fdisk btrfs-progs e2fsprogs xfsprogs dosfstools
 
 .PHONY: setup system-packages sandbox test lint bench clean
 

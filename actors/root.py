@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from g8os.actors.base import DEFERRED, Actor, HeavySpec
+from g8os.actors.disks import DiskSupervisor
 from g8os.actors.files import FilesActor
 from g8os.actors.gateway import GatewayActor
 from g8os.actors.jobs import JobSupervisor
@@ -46,6 +47,7 @@ class RootActor(Actor):
             HeavySpec("jobs", JobSupervisor, shutdown=10.0),
             HeavySpec("stats", StatsActor),
             HeavySpec("files", FilesActor),
+            HeavySpec("disks", DiskSupervisor, shutdown=15.0),
             HeavySpec("gateway", GatewayActor),
         ]
 

@@ -42,6 +42,12 @@ class NodeConfig:
     # The boot configuration: TOML files declaring startup services and extensions
     # (system/bootconfig.py, docs/config.md); "" = none.
     config_dir: str = ""
+    # Block devices the node may change (disk.*, btrfs.*), as glob patterns over kernel names
+    # ("loop*", "sd[b-z]"). None: the mode's default — loop devices only in a sandbox (the host's
+    # own disks are never a sandbox's to change), every disk otherwise. Whatever this says, the
+    # disk under the node's root and any device in use are refused by rule.
+    disk_manage: list[str] | None = None
+    disk_protect: list[str] = attrs.field(factory=list)   # always protected, same patterns
     # filesystem.* handles (actors/files.py): at most this many open, each closed after this many
     # seconds without use (a client that dies mid-upload must not hold a descriptor for ever).
     files_max_handles: int = 256

@@ -524,7 +524,8 @@ def logs(job_id: str, follow: bool) -> None:
 # The client's own command modules, one per node namespace (`g8os fs`, `g8os events`, ...). Each
 # defines `COMMANDS`, the click commands and groups it adds; a new namespace adds its module here.
 COMMAND_MODULES: tuple[str, ...] = ("g8os.client.cli_info", "g8os.client.cli_shell",
-                                      "g8os.client.cli_fs", "g8os.client.cli_config")
+                                      "g8os.client.cli_fs", "g8os.client.cli_config",
+                                      "g8os.client.cli_disk")
 
 
 def _add_commands() -> None:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from g8os.client.actor import ActorManager
+from g8os.client.btrfs import BtrfsManager
 from g8os.client.config import ConfigManager
+from g8os.client.disk import DiskManager
 from g8os.client.filesystem import FilesystemManager
 from g8os.client.info import InfoManager
 from g8os.client.job import JobManager
@@ -72,6 +74,8 @@ class Client:
         self.actor = ActorManager(self)
         self.config = ConfigManager(self)
         self.filesystem = FilesystemManager(self)
+        self.disk = DiskManager(self)
+        self.btrfs = BtrfsManager(self)
 
     # ----------------------------------------------------------------------------------------- making
 

@@ -53,6 +53,8 @@ MODULES = (
     "g8os.messages.actor",
     "g8os.messages.filesystem",
     "g8os.messages.config",
+    "g8os.messages.disk",
+    "g8os.messages.btrfs",
 )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from g8os.actors.disks import DiskSupervisor
 from g8os.actors.files import FilesActor
 from g8os.actors.gateway import GatewayActor
 from g8os.actors.jobs import JobSupervisor
@@ -23,6 +24,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 OWNERS = {Owner.JOBS: JobSupervisor, Owner.STATS: StatsActor, Owner.ROOT: RootActor, Owner.FILES: FilesActor,
           Owner.GATEWAY: GatewayActor}
 OWNERS[Owner.SERVICES] = ServiceSupervisor
+OWNERS[Owner.DISKS] = DiskSupervisor
 # client call for each command: namespace attribute path on Client
 CLIENT = {
     "core.ping": "ping", "core.system": "system", "bash": "bash", "core.subscribe": "subscribe",
