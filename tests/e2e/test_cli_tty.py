@@ -92,7 +92,7 @@ def test_tables_render_for_a_terminal(node: Any, job: Any) -> None:
     code, term = in_terminal(*node_args(node), "tree")
     assert code == 0
     assert re.search(r"^/\s+root\s+pid \d+\s+running", term.text(), re.M)
-    assert re.search(r"^│   └── redis\s+service\s+pid \d+\s+running", term.text(), re.M)
+    assert re.search(r"^│   [├└]── redis\s+service\s+pid \d+\s+running", term.text(), re.M)
 
     code, term = in_terminal(*node_args(node), "info", "version")
     assert code == 0 and re.search(r"^version\s+\d+\.\d+", term.text(), re.M)

@@ -145,7 +145,7 @@ def test_walk_the_tree(shell: Shell) -> None:
 
     tree = shell.run("tree /services")
     assert re.search(r"services\s+service_supervisor\s+pid \d+\s+running", tree)
-    assert re.search(r"└── redis\s+service\s+pid \d+\s+running", tree)
+    assert re.search(r"[├└]── redis\s+service\s+pid \d+\s+running", tree)
 
     inspected = shell.run("inspect /gateway")
     assert re.search(r"path\s+/gateway", inspected) and re.search(r"tier\s+heavy", inspected)
@@ -165,7 +165,7 @@ def test_completion_of_paths_and_commands(shell: Shell, job: Any) -> None:
     term.wait(lambda t: t.cursor_line == "g8os:/gateway> inspect", "ins completed to inspect")
     term.type(" ../ser\t")  # a relative path, from the live tree
     term.wait(lambda t: t.cursor_line == "g8os:/gateway> inspect ../services", "../ser completed")
-    term.type("/\t")  # what is under it
+    term.type("/r\t")  # what is under it
     term.wait(lambda t: t.cursor_line == "g8os:/gateway> inspect ../services/redis", "redis completed")
     assert re.search(r"path\s+/services/redis", shell.run(""))
 
@@ -321,7 +321,7 @@ def test_ctrl_d_exits_with_the_last_status(node: Any, home: Path) -> None:
 
 def test_one_shot_output_and_exit_codes(node: Any, home: Path) -> None:
     result = one_shot(node, home, "-c", "tree /services")
-    assert result.returncode == 0 and re.search(r"└── redis\s+service", result.stdout)
+    assert result.returncode == 0 and re.search(r"[├└]── redis\s+service", result.stdout)
     assert one_shot(node, home, "-c", "cd /jobs; pwd").stdout == "/jobs\n"
     assert one_shot(node, home, "-c", "cd /services\nls").stdout.count("redis") == 1
 
@@ -349,7 +349,7 @@ def test_one_shot_json(node: Any, home: Path) -> None:
     inspected = json.loads(one_shot(node, home, "-c", "inspect /gateway", before=("--json",)).stdout)
     assert inspected["path"] == "/gateway" and inspected["kind"] == "gateway"
     listed = json.loads(one_shot(node, home, "-c", "ls --json /services").stdout)
-    assert [entry["path"] for entry in listed] == ["/services/redis"]
+    assert "/services/redis" in [entry["path"] for entry in listed]
     failed = one_shot(node, home, "--json", "-c", "ls /no/such")
     assert failed.returncode == 4 and json.loads(failed.stdout)["error"]["exit"] == 4
 
@@ -357,7 +357,7 @@ def test_one_shot_json(node: Any, home: Path) -> None:
 def test_script_on_stdin(node: Any, home: Path) -> None:
     result = one_shot(node, home, input="cd /services\nls --json\n")
     assert result.returncode == 0
-    assert json.loads(result.stdout)[0]["path"] == "/services/redis"
+    assert "/services/redis" in [entry["path"] for entry in json.loads(result.stdout)]
 
 
 def test_unreachable_node_exits_3(home: Path) -> None:
