@@ -49,6 +49,7 @@ RETRY_FLUSH = 0.2
 # redis-server (stopped last) must still get its turn.
 STOP_GRACE = 3.0
 STOP_BUDGET = 6.0
+STOP_ALL = 9.0      # redis-server's turn ends here at the latest (at least 1 s of it)
 # Node secrets never leave the node through config.get: keys whose name says they hold one.
 SECRET_KEY = re.compile(r"password|secret|token|credential", re.IGNORECASE)
 
@@ -382,7 +383,8 @@ class ServiceSupervisor(ProcessHost, Actor):
         for unit in self.checks.values():
             if unit.checker is not None and unit.checker.pid:
                 spawner.signal_group(unit.checker.pid, signal.SIGKILL)
-        deadline = time.monotonic() + STOP_BUDGET
+        started = time.monotonic()
+        deadline = started + STOP_BUDGET
         for name in reversed(self.started_order):
             process = self.processes[name]
             if process.state == "running" and process.pid:
@@ -392,7 +394,7 @@ class ServiceSupervisor(ProcessHost, Actor):
         self.outbox.flush()  # results published while Redis is still there
         redis_process = self.processes[REDIS]
         if redis_process.state == "running" and redis_process.pid:
-            self._stop_one(redis_process, STOP_GRACE)
+            self._stop_one(redis_process, max(1.0, min(STOP_GRACE, started + STOP_ALL - time.monotonic())))
         self.stop_processes(grace=0.5)  # anything left (a process that raced the above)
         for name in [*self.processes, *self.checks]:
             self.drop_record(name)
