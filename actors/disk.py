@@ -112,6 +112,7 @@ class DiskActor:
             "uptime": round(time.monotonic() - self.started_at, 3) if self.state != "backoff" else 0,
             "last_error": self.last_error, "children": [],
             "device": self.disk.path, "size": self.disk.size, "type": self.disk.kind,
+            "backing_file": self.disk.backing_file or None,
             "protected": self.protected or False,
             "operation": op.command if op is not None else None,
             "queued": len(self.queue) - (1 if op is not None else 0), "operations": self.done,
@@ -121,7 +122,7 @@ class DiskActor:
 
     def inspect(self) -> dict[str, Any]:
         node = self.node()
-        node.update(backing_file=self.disk.backing_file or None, model=self.disk.model or None,
+        node.update(model=self.disk.model or None,
                     serial=self.disk.serial or None,
                     current=self.current.summary() if self.current is not None else None,
                     queue=[op.summary() for op in self.queue if op is not self.current],

@@ -248,8 +248,9 @@ class DiskSupervisor(Actor):
 
     def _known(self, name: str) -> str:
         disk = blockdev.disk_of(name)
-        if disk not in self.disks:
-            self._rescan()
+        actor = self.disks.get(disk)
+        if actor is None or actor.gone or blockdev.identity(disk) != actor.disk.identity:
+            self._rescan()   # a uevent on its way: this name may be another device by now
         if disk not in self.disks or self.disks[disk].gone:
             raise NotFound(f"{name} is not a disk of this node (not attached, empty, or a RAM disk)")
         return disk

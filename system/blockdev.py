@@ -169,6 +169,8 @@ def identity(name: str) -> str:
     """What makes this device this device: a loop device is its backing file (by inode, as a path
     can be reused), a disk its serial/wwn and size. A different identity under the same name is a
     different device: nothing recorded about the old one (an undo, a protection mark) applies."""
+    if is_partition(name):
+        return f"{identity(disk_of(name))}:part{partition_number(name)}"
     if name.startswith("loop"):
         backing = loop_backing_file(name)
         try:
