@@ -51,6 +51,7 @@ NETLINK_KOBJECT_UEVENT = 15
 LEFTOVER_WAIT = 10.0      # seconds to wait for a previous incarnation's helpers to be gone
 READ_CHUNK = 65536
 STDERR_KEEP = 16384
+RESULT_KEEP = 600.0       # seconds a saved answer waits for its command to be sent again
 
 
 class DiskSupervisor(Actor):
@@ -79,6 +80,7 @@ class DiskSupervisor(Actor):
         self.watch(self.reaper.fileno(), self._reap)
         self._rescan_armed = False
         self.uevents = self._open_uevents()
+        self.awaiting: set[str] = set()   # disks a previous incarnation's helpers were changing
         self.leftovers = self._kill_leftovers()
         self._rescan()
         self.after(SCAN_EVERY, "_tick")
@@ -146,7 +148,24 @@ class DiskSupervisor(Actor):
         if self._stopping:
             return
         self._rescan()
+        self._prune_results()
         self.after(SCAN_EVERY, "_tick")
+
+    def _prune_results(self) -> None:
+        """Saved answers nobody asked for again: a re-sent command comes right after a restart,
+        and a result outlives its command by 300 s (protocol.md), so 600 s is plenty."""
+        folder = diskops.result_file(self.undo_dir, "x").parent
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        now = time.time()
+        for entry in entries:
+            try:
+                if now - entry.stat().st_mtime > RESULT_KEEP:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
     def _rescan(self) -> None:
         present = blockdev.scan()
@@ -172,8 +191,11 @@ class DiskSupervisor(Actor):
         self.supervision.started(disk.name)
         self.emit("/disk/added", actor.path, device=disk.path, size=disk.size,
                   backing_file=disk.backing_file or None)
-        if diskops.undo_files(self.undo_dir, disk.name) and not self.leftovers:
-            self._start_recovery([disk.name], "undo records were left by an earlier operation")
+        if diskops.undo_files(self.undo_dir, disk.name) or disk.name in self.awaiting:
+            # Nothing may touch it before what an earlier operation left half done is rolled back.
+            actor.state = "recovering"
+            if not self.leftovers:
+                self._start_recovery([disk.name], "undo records were left by an earlier operation")
 
     def _vanish(self, actor: DiskActor) -> None:
         if actor.gone:
@@ -261,6 +283,11 @@ class DiskSupervisor(Actor):
     # ---- operations ----------------------------------------------------------------------------
 
     def _submit(self, call: Call, disks: tuple[str, ...], args: dict[str, Any]) -> Any:
+        done = diskops.completed(self.undo_dir, call.command.id)
+        if done is not None:
+            # Sent again after the previous incarnation carried it out but died before answering.
+            diskops.result_file(self.undo_dir, call.command.id).unlink(missing_ok=True)
+            return done.get("value")
         op = DiskOp(command=call.command.command, job_id=call.command.id, args=args, disks=disks,
                     call=call, reply_to=call.reply_to or self.directory.get("gateway"))
         for name in disks:
@@ -284,7 +311,7 @@ class DiskSupervisor(Actor):
                 actor.state = "waiting"
 
     def _start(self, op: DiskOp) -> None:
-        request = {"op": op.command, "args": op.args, "policy": self._policy().to_json(),
+        request = {"op": op.command, "job": op.job_id, "args": op.args, "policy": self._policy().to_json(),
                    "undo_dir": str(self.undo_dir), "disks": list(op.disks), "parent": os.getpid(),
                    "identities": {d: self.disks[d].disk.identity for d in op.disks if d in self.disks}}
         try:
@@ -387,6 +414,7 @@ class DiskSupervisor(Actor):
             # by a helper killed right after answering describe a change that is done.
             diskops.recover(self.undo_dir, list(op.disks), discard=True)
             self._answer(op, result)
+            diskops.result_file(self.undo_dir, op.job_id).unlink(missing_ok=True)
             if op.killed_disk:
                 self._fail(op.killed_disk, op.killed_by)
         self._after_op(op.disks)
@@ -435,7 +463,12 @@ class DiskSupervisor(Actor):
             actor = self.disks.get(name)
             if actor is not None and actor.state == "recovering":
                 actor.state = "running"
-        if original is not None:
+        done = diskops.completed(self.undo_dir, original.job_id) if original is not None else None
+        if original is not None and done is not None:
+            # Killed after the change was complete and its answer saved: it completed.
+            self._answer(original, done)
+            diskops.result_file(self.undo_dir, original.job_id).unlink(missing_ok=True)
+        elif original is not None:
             where = ", ".join(original.disks)
             self._answer(original, {"ok": False, "code": Unavailable.code, "message": (
                 f"{original.command} on {where} was interrupted: {recovery.report}. {text}")})
@@ -525,6 +558,7 @@ class DiskSupervisor(Actor):
             if pid and spawner.process_start_ticks(pid) == record.get("start_ticks"):
                 spawner.signal_group(pid, signal.SIGKILL)
                 leftovers[pid] = int(record["start_ticks"])
+                self.awaiting.update(record.get("disks") or [])
             self.journal.drop(str(pid))
         if leftovers:
             self.log(f"killed {len(leftovers)} disk helper(s) left by a previous incarnation")
@@ -540,9 +574,15 @@ class DiskSupervisor(Actor):
         self._recover_leftover_undo()
 
     def _recover_leftover_undo(self) -> None:
+        self.awaiting = set()
         for name, actor in sorted(self.disks.items()):
-            if diskops.undo_files(self.undo_dir, name) and actor.current is None and not actor.queue:
+            if actor.current is not None or actor.gone:
+                continue
+            if diskops.undo_files(self.undo_dir, name):
                 self._start_recovery([name], "undo records were left when the disk supervisor stopped")
+            elif actor.state == "recovering":
+                actor.state = "running"
+                self._pump([name])
 
     # ---- reads ---------------------------------------------------------------------------------
 

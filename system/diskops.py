@@ -9,12 +9,14 @@ real process in the middle of a real change. Protocol: one JSON request on stdin
 Every operation either completes or leaves the devices as they were, and says which: before the
 first change it writes an undo record per disk into `undo_dir` (fsynced); a failure, or SIGTERM,
 rolls the records back here; a helper killed outright leaves them for the DiskActor's recovery
-(`recover`). Records are removed only after the result has been written, so a result on stdout
-always means "completed", and a missing one means "rolled back by recovery".
+(`recover`). A completed operation saves its answer (fsynced) before it drops its records, so
+recovery never rolls back a change that completed, and a command sent again after its answer was
+lost (the DiskSupervisor died) gets that answer instead of running twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -69,10 +71,11 @@ def _on_term(signum: int, frame: Any) -> None:
 class Context:
     """What one operation changed so far, as undo records on disk."""
 
-    def __init__(self, undo_dir: Path, policy: blockdev.Policy, op: str) -> None:
+    def __init__(self, undo_dir: Path, policy: blockdev.Policy, op: str, job: str = "") -> None:
         self.undo_dir = undo_dir
         self.policy = policy
         self.op = op
+        self.job = job
         self.files: list[Path] = []
         self._seq = itertools.count(1)
         undo_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ class Context:
     def record(self, disk: str, header: dict[str, Any], body: bytes = b"") -> None:
         """Write one undo record, durably, before the change it undoes."""
         path = self.undo_dir / f"{disk}.{os.getpid()}.{next(self._seq):03d}.undo"
-        header = {**header, "op": self.op, "disk": disk}
+        header = {**header, "op": self.op, "disk": disk, "job": self.job}
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as out:
             out.write(json.dumps(header).encode() + b"\n" + body)
@@ -219,13 +222,44 @@ def undo_files(undo_dir: Path, disk: str) -> list[Path]:
     return sorted(undo_dir.glob(f"{disk}.*.undo"))
 
 
+def result_file(undo_dir: Path, job: str) -> Path:
+    """Where a completed operation's answer is kept until it has been delivered: a command that
+    the gateway sends again (its owner restarted before answering) gets it instead of running
+    twice. Named by a hash: job ids are the clients' strings."""
+    return undo_dir.parent / "results" / f"{hashlib.sha256(job.encode()).hexdigest()[:32]}.json"
+
+
+def completed(undo_dir: Path, job: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(result_file(undo_dir, job).read_text()) if job else None
+    except (OSError, ValueError):
+        return None
+
+
+def save_result(undo_dir: Path, job: str, result: dict[str, Any]) -> None:
+    path = result_file(undo_dir, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as out:
+        out.write(json.dumps(result, default=str))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def recover(undo_dir: Path, disks: list[str], discard: bool) -> list[str]:
-    """After a helper died: roll back (or, if its result had been written, drop) every undo record
-    left for these disks, newest first."""
+    """After a helper died: roll back every undo record left for these disks, newest first —
+    except those of an operation whose answer was saved (it completed: its records are dropped),
+    and all of them with `discard`."""
     report = []
     for disk in disks:
         for path in reversed(undo_files(undo_dir, disk)):
-            if discard:
+            try:
+                job = read_record(path)[0].get("job", "")
+            except (OSError, ValueError):
+                job = ""
+            if discard or (job and result_file(undo_dir, job).exists()):
                 _unlink(path)
             else:
                 report.append(restore_file(path))
@@ -649,7 +683,8 @@ OPS: dict[str, Callable[[Context, dict[str, Any]], Any]] = {
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """Carry out one request; never raises (the answer says what went wrong)."""
     op = request["op"]
-    ctx = Context(Path(request["undo_dir"]), blockdev.Policy.from_json(request["policy"]), op)
+    ctx = Context(Path(request["undo_dir"]), blockdev.Policy.from_json(request["policy"]), op,
+                  request.get("job", ""))
     disks = list(request.get("disks", []))
     identities = dict(request.get("identities") or {})
     gone = _vanished(disks, identities)
@@ -691,11 +726,14 @@ def main() -> int:
         return 1
     result = run(request)
     undo = result.pop("undo", [])
-    # The answer first, then the undo records: an answer always means "completed".
-    sys.stdout.write(json.dumps(result, default=str) + "\n")
-    sys.stdout.flush()
+    if result["ok"] and request.get("job") and request["op"] != "recover":
+        # Durably done before the undo records go: from here on, recovery drops them instead of
+        # rolling back, and a re-sent command gets this answer instead of running twice.
+        save_result(Path(request["undo_dir"]), request["job"], result)
     for path in undo:
         _unlink(Path(path))
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
     return 0
 
 

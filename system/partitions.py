@@ -196,17 +196,21 @@ def _ebr_offsets(head: bytes, fd: int, sector: int) -> list[int]:
 
 
 def sync_kernel(disk: str) -> None:
-    """Make the kernel's partitions match the table on the disk (partx: BLKPG ioctls, which also
-    work where BLKRRPART does not, e.g. loop devices without partition scanning)."""
+    """Make the kernel's partitions match the table on the disk, one partition at a time (partx:
+    BLKPG ioctls, which work where BLKRRPART does not, e.g. on loop devices without partition
+    scanning). `partx -u` alone leaves behind partitions the table no longer has."""
     table = read_table(disk)
-    if table["table"]:
-        proc = blockdev.run(["partx", "-u", blockdev.dev_path(disk)], check=False)
-        if proc.returncode != 0:
-            # partx -u cannot resize a partition whose number moved; start from nothing
-            blockdev.run(["partx", "-d", blockdev.dev_path(disk)], check=False)
-            blockdev.run(["partx", "-a", blockdev.dev_path(disk)], check=False)
-    else:
-        blockdev.run(["partx", "-d", blockdev.dev_path(disk)], check=False)
+    path = blockdev.dev_path(disk)
+    wanted = {p["number"]: p for p in table["partitions"]}
+    have = {blockdev.partition_number(n): n for n in blockdev.partitions(disk)}
+    for number, name in sorted(have.items()):
+        part = wanted.get(number)
+        start = blockdev._read_int(blockdev.SYS_BLOCK / name / "start") * 512
+        if part is None or part["start"] != start or part["size"] != blockdev.size_bytes(name):
+            blockdev.run(["partx", "-d", "--nr", str(number), path], check=False)
+    present = {blockdev.partition_number(n) for n in blockdev.partitions(disk)}
+    for number in sorted(set(wanted) - present):
+        blockdev.run(["partx", "-a", "--nr", str(number), path], check=False)
     wait_for_kernel(disk, table)
 
 

@@ -450,3 +450,33 @@ def test_stock_g8core_client_disk_calls(node, devs, shared_dir, client):
     assert f"{device}p1" not in client.disk.mounts()
     with pytest.raises(RuntimeError):
         stock.disk.mktable(root_disk(), "gpt")
+
+
+def test_disk_supervisor_killed_mid_operation(client, devs, node):
+    """The whole DiskSupervisor dies in the middle of a change: its helper rolls back (it follows
+    its parent with SIGTERM), or the next incarnation rolls back from the undo records; the
+    gateway then sends the unanswered command to the new incarnation, which carries it out."""
+    device = devs.attach(64 * MIB)
+    wait_disk(client, device)
+    client.disk.mktable(device, "gpt")
+    client.disk.mkpart(device, "1MiB", "8MiB")
+    undo = state_dir(node) / "disks" / "undo"
+    restarts = client.actor.tree("/")["children"]
+    before = next(c for c in restarts if c["path"] == "/disks")["restarts"]
+    response = client.raw("disk.mkpart", {"disk": name(device), "start": "9MiB", "end": "100%"})
+    wait_for(lambda: list(undo.glob(f"{name(device)}.*.undo")), timeout=30, interval=0.002,
+             what="the undo record")
+    client.actor.kill("/disks")
+    result = response.get(60)
+    wait_for(lambda: next(c for c in client.actor.tree("/")["children"] if c["path"] == "/disks")
+             ["restarts"] > before, timeout=30, what="the disk supervisor back")
+    wait_disk(client, device)
+    dump = sfdisk_dump(device)
+    if result.state == "SUCCESS":
+        assert json.loads(result.data)["number"] == 2 and f"{device}p2" in dump
+    else:
+        assert result.code == Unavailable.code and f"{device}p2" not in dump, (result.payload, dump)
+    assert sorted(p.name for p in Path("/dev").glob(f"{name(device)}p*")) == \
+        sorted(n for n in (f"{name(device)}p1", f"{name(device)}p2") if f"/dev/{n}" in dump)
+    assert not list(undo.glob(f"{name(device)}.*"))
+    assert client.disk.rmpart(device, 1)["removed"] == 1          # serving again
