@@ -252,6 +252,14 @@ class DiskSupervisor(Actor):
                     raise FailedPrecondition(f"refused: {busy}")
         return policy
 
+    def _reserved(self) -> list[str]:
+        """core0's own directories: no disk is mounted on, above or inside them."""
+        config = self.config
+        paths = [config.state_dir, config.run_dir, getattr(config, "runtime_dir", ""),
+                 os.path.dirname(getattr(config, "log_file", "") or ""),
+                 os.path.dirname(getattr(getattr(config, "redis", None), "socket", "") or "")]
+        return sorted({os.path.realpath(p) for p in paths if p})
+
     # ---- names ---------------------------------------------------------------------------------
 
     @staticmethod
@@ -729,7 +737,8 @@ class DiskSupervisor(Actor):
             members = diskops.btrfs_members(probe.get("UUID", ""), policy) or [name]
             self._gate(members, use=False)
         return self._submit(call, self._disks_of(members), {"source": name, "target": request.target,
-                                                             "options": request.options})
+                                                             "options": request.options,
+                                                             "reserved": self._reserved()})
 
     def handle_disk_umount(self, request: Any, call: Call) -> Any:
         chosen = diskops.umount_targets(request.source, self._policy())

@@ -430,12 +430,17 @@ def _mount_options(options: Any) -> tuple[int, str, list[str]]:
     return flags, ",".join(data), kept
 
 
-def _check_target(target: str) -> str:
+def _check_target(target: str, reserved: list[str]) -> str:
     if not target.startswith("/"):
         raise InvalidArgument("`arguments.target`: must be an absolute path", field="arguments.target")
     real = os.path.realpath(target)
     if real == "/" or any(real == p or real.startswith(p + "/") for p in FORBIDDEN_TARGETS):
         raise FailedPrecondition(f"refused: {target} is not a place to mount a disk")
+    for own in reserved:
+        # A mount on, above or inside core0's own directories would hide its state (redis data,
+        # sockets, job records) from core0 itself.
+        if real == own or own.startswith(real.rstrip("/") + "/") or real.startswith(own + "/"):
+            raise FailedPrecondition(f"refused: a mount at {target} would cover core0's own state ({own})")
     if os.path.exists(real) and not os.path.isdir(real):
         raise FailedPrecondition(f"refused: {target} exists and is not a directory")
     if any(m.mountpoint == real for m in blockdev.mounts()):
@@ -448,7 +453,7 @@ def op_mount(ctx: Context, args: dict[str, Any]) -> Any:
     reason = blockdev.protection(name, ctx.policy)
     if reason:
         raise FailedPrecondition(f"refused: {reason}")
-    target = _check_target(args["target"])
+    target = _check_target(args["target"], list(args.get("reserved") or []))
     flags, data, kept = _mount_options(args.get("options"))
     probe = blockdev.signature(name)
     fstype = probe.get("TYPE")

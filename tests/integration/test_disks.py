@@ -186,6 +186,22 @@ def test_mounted_devices_are_refused(client, devs, shared_dir):
     client.disk.mkfs(part, "ext2", overwrite=True)
 
 
+def test_mounts_that_would_cover_core0s_own_state_are_refused(client, devs, node, shared_dir):
+    device = devs.attach(32 * MIB)
+    wait_disk(client, device)
+    client.disk.mkfs(device, "ext4")
+    state = state_dir(node)
+    for target in (str(state), str(state.parent), str(state / "disks" / "x"), "/run/g8os", "/run"):
+        with pytest.raises(FailedPrecondition) as refused:
+            client.disk.mount(device, target)
+        assert "core0's own state" in refused.value.message, target
+    for target in ("/", "/proc/x", "/dev/shm/x"):
+        with pytest.raises(FailedPrecondition, match="not a place to mount"):
+            client.disk.mount(device, target)
+    assert device not in client.disk.mounts()
+    assert not (state / "disks" / "x").exists()
+
+
 def test_filesystems_and_tables_need_overwrite_or_force(client, devs):
     device = devs.attach(64 * MIB)
     wait_disk(client, device)
