@@ -14,6 +14,7 @@ What it replaces or adds to Thespian (research/thespian.md §4–§5):
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import time
@@ -53,6 +54,8 @@ from g8os.messages.internal import (
     Events,
     Init,
     LogLines,
+    Metrics,
+    Output,
     Ping,
     Pong,
     Ready,
@@ -67,6 +70,12 @@ HEARTBEAT = 2.0          # seconds between pings to each child
 HEARTBEAT_MISSES = 3     # a child that misses this many pings in a row is hung: SIGKILL
 START_TIMEOUT = 15.0     # a child must answer Ready within this
 REPORT_EVERY = 0.05      # seconds between batches of events / log lines sent to the log actor
+# What waits for the next batch is bounded: job output for the node log (a job printing faster
+# than the log can take loses its oldest lines there; its own stream keeps them), and reports
+# held while the log actor is not known yet.
+OUTPUT_PENDING = 20_000          # job messages
+OUTPUT_PENDING_BYTES = 8 << 20   # their text
+REPORTS_PENDING = 2_000          # events, log lines, metric samples
 KILL_DELAY = 0.05        # actor.kill answers before the signal is sent
 TREE_MARGIN = 0.05       # each level of the tree answers this long before its asker's deadline
 TREE_TIMEOUT = 0.5       # children that do not answer a tree request in time are shown unresponsive
@@ -229,6 +238,7 @@ class Actor(ActorTypeDispatcher):
         linux.set_process_name(f"g8:{self.name or 'root'}"[:15])
         signal.set_wakeup_fd(-1)  # a wakeup fd forked in from the node process is not ours
         self._close_inherited_fds()
+        self._init_at = time.time()  # `/actor/started` carries this time, sent with `/actor/ready`
         for spec in self.child_specs():
             self.sup.add(spec.supervision())
             self.children[spec.name] = ChildRecord(spec)
@@ -250,7 +260,13 @@ class Actor(ActorTypeDispatcher):
         if self.parent is not None and not getattr(self, "_announced", False):
             self._announced = True
             self.send(self.parent, Ready(self.name, os.getpid()))
-            self.emit("/actor/started", self.path)
+            # Both reported now, in one batch: an event at Init would arm a report timer in every
+            # new actor (Thespian handles an exit with a timer pending differently).
+            started = Event(self.__dict__.get("_init_at", time.time()), "/actor/started", self.path,
+                            {"pid": os.getpid(), "kind": self.kind})
+            self.events.append(started)
+            self._outgoing_events.append(started)
+            self.emit("/actor/ready", self.path, pid=os.getpid())
         self._ensure_spare()
 
     def _ensure_spare(self) -> None:
@@ -319,6 +335,8 @@ class Actor(ActorTypeDispatcher):
     def receiveMsg_Directory(self, msg: Directory, sender: Any) -> None:
         self.directory = dict(msg.addresses)
         self.on_directory()
+        if self._reports_held():
+            self._schedule_report()  # reports held while the log actor was not known
         for record in self.children.values():
             if record.address is not None and record.state in ("starting", "running"):
                 self.send(record.address, msg)
@@ -365,6 +383,8 @@ class Actor(ActorTypeDispatcher):
         record.pid, record.state, record.started_at = msg.pid, "running", time.monotonic()
         self.sup.started(msg.name)
         self.child_ready(msg.name)
+        if self._reports_held():
+            self._schedule_report()  # the root learns the log actor's address here
         self._start_pending_children()
         self._ensure_spare()
 
@@ -399,7 +419,8 @@ class Actor(ActorTypeDispatcher):
         normal = record.normal_exit
         reason = record.last_error or ("exited normally" if normal else
                                        "killed" if was == "running" else f"exited while {was}")
-        self.emit("/actor/exited", self._child_path(record.spec.name), reason=reason)
+        self.emit("/actor/exited", self._child_path(record.spec.name), reason=reason, normal=normal,
+                  pid=record.pid or None)
         if was == "starting":
             # It died before its Ready: a failed start, restarted with backoff and counted
             # against the intensity like any failure (OTP: a child whose init fails).
@@ -532,8 +553,32 @@ class Actor(ActorTypeDispatcher):
         self._outgoing_events.append(event)
         self._schedule_report()
 
-    def log(self, *lines: str) -> None:
-        self._outgoing_lines.extend(f"{self.path}: {line}" for line in lines)
+    def log(self, *lines: str, level: int = logging.INFO) -> None:
+        """core0's own records for the node log, at a severity of Python's `logging`."""
+        self._outgoing_lines.extend((level, f"{self.path}: {line}") for line in lines)
+        self._schedule_report()
+
+    def log_output(self, job: str, level: int, text: str, epoch_ns: int, flags: int = 0) -> None:
+        """One message of a job's output for the node log. On the hot path of every line a job
+        prints: a tuple appended here, the batch sent with the next report."""
+        out = self._outgoing_output
+        out.append((job, level, text, epoch_ns, flags))
+        self._output_bytes = self.__dict__.get("_output_bytes", 0) + len(text)
+        if len(out) > OUTPUT_PENDING or self._output_bytes > OUTPUT_PENDING_BYTES:
+            self._drop_output()
+        if not self.__dict__.get("_report_armed"):
+            self._schedule_report()
+
+    def _drop_output(self) -> None:
+        out = self._outgoing_output
+        drop = max(len(out) - OUTPUT_PENDING, 0, len(out) // 4)
+        self._output_bytes -= sum(len(record[2]) for record in out[:drop])
+        del out[:drop]
+        self._output_dropped = self.__dict__.get("_output_dropped", 0) + drop
+
+    def metric(self, key: str, value: float, op: str, tags: dict[str, str], ts: float) -> None:
+        """One statsd sample for the StatsActor's aggregator (batched like the reports)."""
+        self._outgoing_metrics.append((key, value, op, tags, ts))
         self._schedule_report()
 
     @property
@@ -541,8 +586,20 @@ class Actor(ActorTypeDispatcher):
         return self.__dict__.setdefault("_events_out", [])
 
     @property
-    def _outgoing_lines(self) -> list[str]:
+    def _outgoing_lines(self) -> list[tuple[int, str]]:
         return self.__dict__.setdefault("_lines_out", [])
+
+    @property
+    def _outgoing_output(self) -> list[tuple[str, int, str, int, int]]:
+        return self.__dict__.setdefault("_output_out", [])
+
+    @property
+    def _outgoing_metrics(self) -> list[tuple[str, float, str, dict[str, str], float]]:
+        return self.__dict__.setdefault("_metrics_out", [])
+
+    def _reports_held(self) -> bool:
+        return any(self.__dict__.get(name) for name in ("_events_out", "_lines_out", "_output_out",
+                                                         "_metrics_out"))
 
     def _schedule_report(self) -> None:
         # Events and log lines go to the log actor at most every REPORT_EVERY seconds, batched:
@@ -563,15 +620,38 @@ class Actor(ActorTypeDispatcher):
 
     def _report(self) -> None:
         self._reported_at = time.monotonic()
+        log = self.directory.get("log")
+        if log is None:
+            # Not known yet (the root before its log child is ready): hold a bounded amount
+            # until the directory names it.
+            for name in ("_events_out", "_lines_out"):
+                del self.__dict__.setdefault(name, [])[:-REPORTS_PENDING]
+        else:
+            self._send_reports(log)  # the log actor overrides it to keep its own reports
+        metrics = self._outgoing_metrics
+        if metrics:
+            stats = self.directory.get("stats")
+            if stats is None:  # the StatsActor starts after the JobSupervisor: hold a few
+                del metrics[:-REPORTS_PENDING]
+            else:
+                self._metrics_out = []
+                if stats != self.myAddress:
+                    self.send(stats, Metrics(tuple(metrics)))
+
+    def _send_reports(self, log: Any) -> None:
         events, self._events_out = self._outgoing_events, []
         lines, self._lines_out = self._outgoing_lines, []
-        log = self.directory.get("log")
-        if log is None or log == self.myAddress:
-            return
+        output, self._output_out = self._outgoing_output, []
+        dropped, self._output_dropped, self._output_bytes = self.__dict__.get("_output_dropped", 0), 0, 0
         if events:
             self.send(log, Events(tuple(events)))
-        if lines:
-            self.send(log, LogLines(tuple(lines)))
+        by_level: dict[int, list[str]] = {}
+        for level, line in lines:
+            by_level.setdefault(level, []).append(line)
+        for level, texts in by_level.items():
+            self.send(log, LogLines(tuple(texts), level))
+        if output or dropped:
+            self.send(log, Output(tuple(output), dropped))
 
     # ---- commands ------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import collections
 import json
 import os
 import signal
+import time
 import traceback
 from collections import deque
 from pathlib import Path
@@ -25,14 +26,14 @@ from g8os.actors.base import DEFERRED, Actor
 from g8os.actors.process import Policy, ProcessActor, ProcessHost
 from g8os.actors.supervision import Action, Strategy, Supervisor, SupFlags
 from g8os.messages import registry
-from g8os.messages.command import Command, Result, State, result_key, stream_message
+from g8os.messages.command import Command, Flag, Result, State, result_key, stream_message
 from g8os.messages.config import ExtensionRequest
 from g8os.messages.core import Bash, Subscribe, System
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
 from g8os.messages.internal import ActorOp, Call
 from g8os.messages.job import JobKill, JobKillAll, JobList, JobUnschedule
 from g8os.system import bootconfig
-from g8os.system.output import Message
+from g8os.system.output import Message, parse_statsd
 from g8os.system.redisconn import JOB_INFLIGHT, JOB_QUEUE, Outbox, QueueConsumer, connect
 
 RETRY_FLUSH = 0.2
@@ -177,6 +178,8 @@ class JobSupervisor(ProcessHost, Actor):
         process.start()
         if process.state == "running":
             self.jobs.started(process.name)
+            self.emit("/job/start", process.path, pid=process.pid, run=process.runs,
+                      command=process.command.command)
 
     # ---- what processes report ---------------------------------------------------------------
 
@@ -184,6 +187,12 @@ class JobSupervisor(ProcessHost, Actor):
         if process.command.stream:
             self.outbox.stream(process.name, [stream_message(
                 process.container, process.name, message.text, message.level, flags, message.epoch_ns)])
+        # The node log takes every message (batched to the LogActor); metrics go to the StatsActor.
+        self.log_output(process.name, message.level, message.text, message.epoch_ns, flags)
+        if message.level == 10:
+            stat = parse_statsd(message.text)
+            if stat is not None:
+                self.metric(stat.key, stat.value, stat.op, stat.tags, message.epoch_ns / 1e9)
 
     def process_failed_to_start(self, process: ProcessActor, error: G8Error) -> None:
         self._finish(process, Result.failure(process.command, code=error.code, message=error.message,
@@ -236,6 +245,12 @@ class JobSupervisor(ProcessHost, Actor):
         if process.command.stream:
             entry, _flag = process.end_message()
             self.outbox.stream(process.name, [entry])
+        # The end of the job in the node log too: log subscribers see every job end, whatever
+        # levels they chose (as in the original).
+        if result.state == State.SUCCESS:
+            self.log_output(process.name, 1, "", time.time_ns(), Flag.EXIT_SUCCESS)
+        else:
+            self.log_output(process.name, 2, "", time.time_ns(), Flag.EXIT_ERROR)
         self.outbox.result(result)
         self.processes.pop(process.name, None)
         if process.name in {s.name for s in self.jobs.specs()}:

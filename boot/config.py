@@ -52,6 +52,10 @@ class NodeConfig:
     # seconds without use (a client that dies mid-upload must not hold a descriptor for ever).
     files_max_handles: int = 256
     files_idle_timeout: float = 300.0
+    # Metrics (aggregator.query, actors/stats.py): statistics per period of these lengths in
+    # seconds, and core0's own samples of the node every `stats_interval` seconds (0: none).
+    stats_periods: list[int] = attrs.field(factory=lambda: [300, 3600])
+    stats_interval: float = 30.0
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeConfig:

@@ -36,6 +36,7 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,6 +80,13 @@ def node_config(name: str, directory: Path) -> NodeConfig:
         log_file=str(directory / "core0.log"),
         redis=RedisConfig(socket=str(directory / "run" / "redis.sock"), password=secrets.token_urlsafe(24)),
     )
+
+
+def _check_settings(settings: Mapping[str, Any] | None) -> None:
+    """`settings` of `up` name fields of NodeConfig (tests shorten periods with them)."""
+    unknown = set(settings or {}) - {f.name for f in attrs.fields(NodeConfig)}
+    if unknown:
+        raise ValueError(f"settings {sorted(unknown)}: not fields of the node's configuration")
 
 
 def config_source(path: str | os.PathLike[str] | None) -> str | None:
@@ -532,7 +540,8 @@ def _kill_and_wait(pid: int) -> None:
 
 
 def run_keeper(name: str, *, port: int = 0, report: Report, timeout: float = 60.0,
-               plane: str | None = None, log_to_file: bool = False, config_dir: str | None = None) -> int:
+               plane: str | None = None, log_to_file: bool = False, config_dir: str | None = None,
+               settings: Mapping[str, Any] | None = None) -> int:
     """The keeper, in the calling process, until the sandbox stops; its exit code.
 
     Raises RuntimeError before anything was started (bad name, already running, port taken).
@@ -549,6 +558,8 @@ def run_keeper(name: str, *, port: int = 0, report: Report, timeout: float = 60.
             os.makedirs(sub, mode=0o700, exist_ok=True)
         if config_dir:
             config.config_dir = copy_config(config_dir, directory)
+        for field, value in (settings or {}).items():
+            setattr(config, field, value)
         config.save(directory / "config.json")
         listener = listen(port)
         pid1 = start_pid1(directory / "config.json", plane=plane)
@@ -592,7 +603,7 @@ def _read_reply(fd: int, timeout: float) -> dict[str, Any] | None:
 
 
 def _keeper_child(name: str, port: int, timeout: float, plane: str | None, fd: int, detach: bool,
-                  config_dir: str | None = None) -> None:
+                  config_dir: str | None = None, settings: Mapping[str, Any] | None = None) -> None:
     """Runs in the forked keeper; never returns."""
     code = 1
     report = PipeReport(fd)
@@ -605,7 +616,7 @@ def _keeper_child(name: str, port: int, timeout: float, plane: str | None, fd: i
             linux.set_pdeathsig(signal.SIGTERM)  # attached: the sandbox stops with its caller
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the caller's handlers mean nothing here
         code = run_keeper(name, port=port, report=report, timeout=timeout, plane=plane, log_to_file=True,
-                          config_dir=config_dir)
+                          config_dir=config_dir, settings=settings)
     except BaseException as exc:
         report.failed(f"sandbox {name!r} failed to start: {exc}")
         with contextlib.suppress(BaseException):
@@ -615,18 +626,22 @@ def _keeper_child(name: str, port: int, timeout: float, plane: str | None, fd: i
 
 
 def up(name: str = "default", *, port: int = 0, detach: bool = False, timeout: float = 60,
-       plane: str | None = None, config_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+       plane: str | None = None, config_dir: str | os.PathLike[str] | None = None,
+       settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Start a sandbox and return its connection info once the node answers `core.ping`.
 
     detach=True: the keeper is a daemon (double fork, setsid, output in <dir>/keeper.log) that
     outlives the caller. detach=False: the keeper is the caller's child and stops when the caller
     exits (PR_SET_PDEATHSIG). Either way `down(name)` stops it. ``plane`` is for tests (init's
     ``--plane``). ``config_dir``: a boot configuration (startup services, extensions: see
-    docs/config.md) copied into the sandbox. Raises RuntimeError with the tail of the node's logs
-    when it does not come up; ValueError when ``config_dir`` is not a directory.
+    docs/config.md) copied into the sandbox. ``settings``: fields of the node's NodeConfig to set
+    (e.g. ``{"stats_periods": [2, 60]}``). Raises RuntimeError with the tail of the node's logs
+    when it does not come up; ValueError when ``config_dir`` is not a directory or a setting is
+    not a NodeConfig field.
     """
     validate_name(name)
     source = config_source(config_dir)
+    _check_settings(settings)
     running = _keeper_process(sandbox_dir(name))
     if running is not None:
         raise RuntimeError(f"sandbox {name!r} is already running (keeper pid {running.pid})")
@@ -634,7 +649,7 @@ def up(name: str = "default", *, port: int = 0, detach: bool = False, timeout: f
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _keeper_child(name, port, timeout, plane, write_fd, detach, source)
+        _keeper_child(name, port, timeout, plane, write_fd, detach, source, settings)
     os.close(write_fd)
     try:
         if detach:

@@ -62,6 +62,7 @@ from g8os.client.transport import (
     Message,
     NotAcknowledged,
     ProcessError,
+    Response,
     Timeout,
     Unreachable,
     error_for_result,
@@ -474,13 +475,52 @@ def tree(path: str) -> None:
         state.out.print(root)
 
 
+def _follow_job(state: Options, client: Client, response: Response, job_id: str) -> list[Message]:
+    """Print (or, with --json, collect) job_id's output until the job ends for good.
+
+    A subscription (core.subscribe) follows the job across its re-runs (max_restart,
+    recurring_period, actor.restart), but it can end before the job does: the JobSupervisor that
+    held it died (its successor re-runs the job), or the subscriber was killed. The job is then
+    still running and has no result, so we subscribe again; the new subscription replays the
+    job's recent messages, and those already shown are skipped (messages of a job come in time
+    order, so the newest time shown and the messages shown at that time are enough to tell).
+    """
+    collected: list[Message] = []
+    deadline = math.inf if math.isinf(state.wait) else time.monotonic() + state.wait
+    newest, at_newest = 0, set()
+    pause = 0.1
+    while True:
+        left = deadline - time.monotonic()
+        subscriber = client.subscribe(job_id)
+        for message in subscriber.messages(timeout=None if math.isinf(left) else max(left, 0.01)):
+            if message.job == subscriber.id:
+                break  # the subscription's own end: its result, not the job's output
+            seen = (message.level, message.text, message.flags)
+            if message.epoch < newest or (message.epoch == newest and seen in at_newest):
+                continue  # replayed by a new subscription: shown already
+            if message.epoch > newest:
+                newest, at_newest = message.epoch, set()
+            at_newest.add(seen)
+            if state.as_json:
+                collected.append(message)
+            else:
+                _write_message(message)
+        if response.peek() is not None or not response.exists:
+            return collected  # the job has ended for good
+        if time.monotonic() + pause > deadline:
+            raise Timeout(f"job {job_id} did not end within {state.wait:g}s")
+        time.sleep(pause)  # it is being re-run by a new JobSupervisor, or not taken yet
+        pause = min(pause * 2, 2.0)
+
+
 @cli.command()
 @output_options
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new output until the job ends (across its restarts).")
 @click.argument("job_id", metavar="JOB")
 def logs(job_id: str, follow: bool) -> None:
     """Print JOB's output: the output kept in its result if it has ended, else its recent output
-    (through core.subscribe); with -f, follow it until it ends."""
+    (through core.subscribe); with -f, follow it until it ends, across its restarts."""
     state = _state()
     client = state.client()
     response = client.response_for(job_id)
@@ -496,25 +536,23 @@ def logs(job_id: str, follow: bool) -> None:
             if result.stderr:
                 click.echo(result.stderr, nl=not result.stderr.endswith("\n"), err=True)
         return
-    subscriber = client.subscribe(job_id)
     collected: list[Message] = []
-    try:
-        if follow:
-            timeout = None if math.isinf(state.wait) else state.wait
-            stream = subscriber.messages(timeout=timeout)
-        else:
+    if follow:
+        collected = _follow_job(state, client, response, job_id)
+    else:
+        subscriber = client.subscribe(job_id)
+        try:
             # The replay arrives at once; a second of silence means we have the recent output.
-            stream = subscriber.messages(idle=1.0)
-        for message in stream:
-            if state.as_json:
-                collected.append(message)
-            else:
-                _write_message(message)
-    finally:
-        if not follow and subscriber.running:
-            # Do not leave the subscriber following a long job for nobody.
-            with contextlib.suppress(G8Error, Timeout, Unreachable):
-                client.job.kill(subscriber.id)
+            for message in subscriber.messages(idle=1.0):
+                if state.as_json:
+                    collected.append(message)
+                else:
+                    _write_message(message)
+        finally:
+            if subscriber.running:
+                # Do not leave the subscriber following a long job for nobody.
+                with contextlib.suppress(G8Error, Timeout, Unreachable):
+                    client.job.kill(subscriber.id)
     if state.as_json:
         final = response.peek()
         state.emit({"id": job_id, "running": final is None, "messages": [m.to_dict() for m in collected],
@@ -525,6 +563,7 @@ def logs(job_id: str, follow: bool) -> None:
 # defines `COMMANDS`, the click commands and groups it adds; a new namespace adds its module here.
 COMMAND_MODULES: tuple[str, ...] = ("g8os.client.cli_info", "g8os.client.cli_shell",
                                       "g8os.client.cli_fs", "g8os.client.cli_config",
+                                      "g8os.client.cli_events",
                                       "g8os.client.cli_disk")
 
 

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from g8os.client.actor import ActorManager
+from g8os.client.aggregator import AggregatorManager
 from g8os.client.btrfs import BtrfsManager
 from g8os.client.config import ConfigManager
 from g8os.client.disk import DiskManager
+from g8os.client.events import EventsManager
 from g8os.client.filesystem import FilesystemManager
 from g8os.client.info import InfoManager
 from g8os.client.job import JobManager
+from g8os.client.logger import LoggerManager
 from g8os.client.process import ProcessManager
 from g8os.client.transport import DEFAULT_TIMEOUT, Connection, Response, Return
 from g8os.messages.convert import structure
@@ -56,10 +59,10 @@ class Client:
     until the first command: call `ping()` to check the node is there.
 
     Namespaces: `info`, `job`, `process`, `actor`, `filesystem` (files, with chunked
-    `upload`/`download`). Their methods validate their arguments before
-    sending (InvalidArgument), wait for the result, and return its decoded JSON, raising the
-    `ResultError` subclass of the result's code on failure. The process runners (`system`, `bash`,
-    `subscribe`) return a `Response` at once.
+    `upload`/`download`), `logger` (the node log), `events` (`list`, `follow`), `aggregator`.
+    Their methods validate their arguments before sending (InvalidArgument), wait for the result,
+    and return its decoded JSON, raising the `ResultError` subclass of the result's code on
+    failure. The process runners (`system`, `bash`, `subscribe`) return a `Response` at once.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 6379, password: str = "", db: int = 0,
@@ -72,6 +75,9 @@ class Client:
         self.job = JobManager(self)
         self.process = ProcessManager(self)
         self.actor = ActorManager(self)
+        self.logger = LoggerManager(self)
+        self.events = EventsManager(self)
+        self.aggregator = AggregatorManager(self)
         self.config = ConfigManager(self)
         self.filesystem = FilesystemManager(self)
         self.disk = DiskManager(self)

@@ -131,9 +131,25 @@ class Events:
 
 @attrs.frozen
 class LogLines:
-    """Lines for the node log, batched."""
+    """core0's own lines for the node log, batched."""
 
     lines: tuple[str, ...]
+    level: int = 20                  # their severity, as Python's logging numbers (20 INFO)
+
+
+@attrs.frozen
+class Output:
+    """Job output for the node log, batched: (job id, level, text, epoch ns, flags) per message."""
+
+    records: tuple[tuple[str, int, str, int, int], ...]
+    dropped: int = 0                 # messages the sender had to drop since its last batch
+
+
+@attrs.frozen
+class Metrics:
+    """Level-10 (statsd) samples for the StatsActor, batched: (key, value, op, tags, epoch s)."""
+
+    samples: tuple[tuple[str, float, str, dict[str, str], float], ...]
 
 
 @attrs.frozen

@@ -53,6 +53,9 @@ MODULES = (
     "g8os.messages.actor",
     "g8os.messages.filesystem",
     "g8os.messages.config",
+    "g8os.messages.logger",
+    "g8os.messages.events",
+    "g8os.messages.aggregator",
     "g8os.messages.disk",
     "g8os.messages.btrfs",
 )

@@ -11,6 +11,7 @@ from g8os.actors.disks import DiskSupervisor
 from g8os.actors.files import FilesActor
 from g8os.actors.gateway import GatewayActor
 from g8os.actors.jobs import JobSupervisor
+from g8os.actors.log import LogActor
 from g8os.actors.root import RootActor
 from g8os.actors.services import ServiceSupervisor
 from g8os.actors.stats import StatsActor
@@ -25,6 +26,7 @@ OWNERS = {Owner.JOBS: JobSupervisor, Owner.STATS: StatsActor, Owner.ROOT: RootAc
           Owner.GATEWAY: GatewayActor}
 OWNERS[Owner.SERVICES] = ServiceSupervisor
 OWNERS[Owner.DISKS] = DiskSupervisor
+OWNERS[Owner.LOG] = LogActor
 # client call for each command: namespace attribute path on Client
 CLIENT = {
     "core.ping": "ping", "core.system": "system", "bash": "bash", "core.subscribe": "subscribe",
