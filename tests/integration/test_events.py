@@ -1,0 +1,164 @@
+"""events.list and the stream g8os:events on a sandbox node: jobs' and actors' state changes,
+in order, filtered, paged, followed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from wire import call, push, result, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def r(node: Any) -> Iterator[Any]:
+    conn = node.redis()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def client(node: Any) -> Iterator[Any]:
+    with node.client() as c:
+        yield c
+
+
+def events(client: Any, **filters: Any) -> list[dict[str, Any]]:
+    return client.events.list(**filters)["events"]
+
+
+def topics(found: list[dict[str, Any]]) -> list[str]:
+    return [e["topic"] for e in found]
+
+
+def test_a_job_starts_and_ends(r: Any, client: Any) -> None:
+    job = push(r, "bash", {"script": "exit 2"})
+    assert result(r, job)["code"] == 1002
+    found = wait_for(lambda: [e for e in events(client, path=f"/jobs/{job}") if e["topic"] == "/job/end"]
+                     and events(client, path=f"/jobs/{job}"), what="the job's events")
+    assert topics(found) == ["/job/start", "/job/end"]
+    start, end = found
+    assert start["data"]["run"] == 1 and start["data"]["command"] == "bash" and start["data"]["pid"] > 1
+    assert end["data"] == {"state": "ERROR", "code": 1002}
+    assert start["ts"] <= end["ts"] and start["id"] < end["id"]
+    # the id is the event's own time (milliseconds), so `since` can be a time too
+    assert int(end["id"].split("-")[0]) == int(end["ts"] * 1000)
+
+
+def test_actor_kill_gives_exited_then_restarted_in_order(client: Any) -> None:
+    since = time.time()
+    pid = client.actor.tree("/stats")["pid"]
+    client.actor.kill("/stats")
+
+    def settled() -> list[dict[str, Any]]:
+        found = events(client, since=since, topic="/actor")
+        return found if "/actor/ready" in topics([e for e in found if e["path"] == "/stats"]) else []
+
+    found = wait_for(settled, timeout=20, what="/stats restarted and ready")
+    sequence = [(e["topic"], e["path"]) for e in found]
+    assert sequence == [("/actor/exited", "/stats"), ("/actor/restarting", "/"),
+                        ("/actor/restarted", "/stats"), ("/actor/started", "/stats"),
+                        ("/actor/ready", "/stats")]
+    exited = found[0]["data"]
+    assert exited["reason"] == "killed by actor.kill (signal 9)" and exited["normal"] is False
+    assert exited["pid"] == pid and found[-1]["data"]["pid"] != pid
+    assert [e["ts"] for e in found] == sorted(e["ts"] for e in found)
+    ids = [tuple(map(int, e["id"].split("-"))) for e in found]
+    assert ids == sorted(ids)
+
+
+def test_a_restarted_job_says_why(r: Any, client: Any) -> None:
+    job = push(r, "bash", {"script": "echo once; exit 1"}, max_restart=2)
+    assert result(r, job)["state"] == "ERROR"
+    found = wait_for(lambda: [e for e in events(client, path=f"/jobs/{job}")
+                              if e["topic"] == "/job/end"] and events(client, path=f"/jobs/{job}"),
+                     what="the job's events")
+    assert topics(found) == ["/job/start", "/job/restarting", "/job/start", "/job/end"]
+    assert [e["data"]["run"] for e in found if e["topic"] == "/job/start"] == [1, 2]
+    assert "exited with status 1" in found[1]["data"]["reason"]
+
+
+def test_filters_limit_and_since(r: Any, client: Any) -> None:
+    jobs = [push(r, "bash", {"script": "true"}) for _ in range(3)]
+    for job in jobs:
+        result(r, job)
+    last = jobs[-1]
+    wait_for(lambda: events(client, path=f"/jobs/{last}", topic="/job/end"), what="the last job's end")
+    # topic and path are prefixes segment by segment: /job takes /job/end, not /jobs/...
+    ends = events(client, topic="/job/end", limit=3)
+    assert [e["path"] for e in ends] == [f"/jobs/{j}" for j in jobs]
+    assert {e["topic"] for e in events(client, topic="/job", limit=50)} <= {
+        "/job/start", "/job/end", "/job/restarting", "/job/restarted"}
+    assert events(client, topic="/jo") == []  # not a segment of any topic
+    assert all(e["path"] == "/jobs" or e["path"].startswith("/jobs/")
+               for e in events(client, path="/jobs", limit=50))
+    assert events(client, path="/job") == []
+    # since an id is exclusive; `last` continues where the page stopped, skipped events included
+    first = events(client, path=f"/jobs/{jobs[0]}")[0]
+    page = client.events.list(since=first["id"], path="/jobs", limit=2)
+    assert len(page["events"]) == 2 and first["id"] not in [e["id"] for e in page["events"]]
+    rest = client.events.list(since=page["last"], path="/jobs", limit=100)
+    assert {e["path"] for e in page["events"] + rest["events"]} >= {f"/jobs/{j}" for j in jobs}
+    assert not {e["id"] for e in page["events"]} & {e["id"] for e in rest["events"]}
+    # since a time: what happened after it; epoch seconds as a number or as text
+    assert [e["id"] for e in client.events.list(since=first["ts"])["events"]][:1] != [first["id"]]
+    assert events(client, since=str(first["ts"] - 0.0005), path=f"/jobs/{jobs[0]}")[0]["id"] == first["id"]
+    # nothing after the newest: an empty page whose cursor stays put
+    newest = client.events.list(limit=1)
+    assert client.events.list(since=newest["last"])["events"] == []
+
+
+def test_follow_reads_new_events_as_they_come(r: Any, client: Any) -> None:
+    job = f"follow-{uuid.uuid4().hex[:8]}"
+
+    def later() -> None:
+        time.sleep(0.5)
+        push(r, "bash", {"script": "true"}, id=job)
+
+    starter = threading.Thread(target=later)
+    seen: list[dict[str, Any]] = []
+    follower = client.events.follow(path=f"/jobs/{job}", timeout=30)
+    starter.start()
+    try:
+        for event in follower:
+            seen.append(event)
+            if event["topic"] == "/job/end":
+                break
+    finally:
+        follower.close()
+        starter.join()
+    assert topics(seen) == ["/job/start", "/job/end"]
+    # and from a time in the past: the stream's content first, then new ones
+    again = []
+    for event in client.events.follow(since=seen[0]["ts"] - 0.001, path=f"/jobs/{job}", timeout=30):
+        again.append(event)
+        if event["topic"] == "/job/end":
+            break
+    assert [e["id"] for e in again] == [e["id"] for e in seen]
+
+
+def test_the_stream_is_bounded(r: Any) -> None:
+    info = r.xinfo_stream("g8os:events")
+    assert info["length"] <= 10_000 + 200  # MAXLEN ~ trims by whole nodes
+    assert int(r.xrevrange("g8os:events", count=1)[0][0].split(b"-")[0]) > 1_600_000_000_000
+
+
+@pytest.mark.parametrize("arguments, field", [
+    ({"since": "yesterday"}, "arguments.since"),
+    ({"since": True}, "arguments.since"),
+    ({"since": -5}, "arguments.since"),
+    ({"topic": "actor"}, "arguments.topic"),
+    ({"path": 3}, "arguments.path"),
+    ({"limit": 0}, "arguments.limit"),
+    ({"limit": 10_001}, "arguments.limit"),
+])
+def test_bad_arguments_are_400_naming_the_field(r: Any, arguments: dict[str, Any], field: str) -> None:
+    res = call(r, "events.list", arguments)
+    assert res["state"] == "ERROR" and res["code"] == 400, res
+    assert field in json.loads(res["data"])
