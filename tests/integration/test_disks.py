@@ -361,6 +361,24 @@ def test_a_device_that_vanishes_with_operations_queued(client, devs):
     assert client.disk.mktable(other, "msdos")["table"] == "msdos"
 
 
+def test_a_device_that_vanishes_in_the_middle_of_a_change(client, devs, node):
+    device = devs.attach(64 * MIB)
+    wait_disk(client, device)
+    client.disk.mktable(device, "gpt")
+    undo = state_dir(node) / "disks" / "undo"
+    response = client.raw("disk.mkpart", {"disk": name(device), "start": "1MiB", "end": "100%"})
+    wait_for(lambda: list(undo.glob(f"{name(device)}.*.undo")), timeout=30, interval=0.002,
+             what="the undo record")
+    backing = devs.detach(device)   # the change has begun: its undo record is on disk
+    result = response.get(60)
+    if result.state != "SUCCESS":   # else the kernel let the device go only once the change was done
+        message = json.loads(result.data)
+        assert result.code == 404 and f"{name(device)} vanished" in message, message
+    wait_disk(client, device, present=False, backing=backing)
+    wait_for(lambda: not list(undo.glob(f"{name(device)}.*")), timeout=10, what="no undo record left")
+    assert client.actor.tree("/disks")["state"] == "running"
+
+
 def test_disk_actor_killed_mid_operation_rolls_back_and_comes_back(client, devs, node):
     device = devs.attach(64 * MIB)
     wait_disk(client, device)
