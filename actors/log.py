@@ -8,9 +8,10 @@ every record that passes a subscriber's level filter into its Redis list `logger
 (`logger.subscribe`), bounded at LOGGER_LENGTH.
 
 Events (`Event` batches from every actor) are written to the Redis stream `g8os:events`, bounded at
-about EVENTS_LENGTH, in the order they happened: each actor sends its events at most every 50 ms,
-so events are held for HOLD seconds and written sorted by time, with a stream id taken from their
-own time (`<ms>-<seq>`), which is what `events.list {since}` compares with.
+about `events_length` events (NodeConfig, 10 000 by default), in the order they happened: each
+actor sends its events at most every 50 ms, so events are held for HOLD seconds and written sorted
+by time, with a stream id taken from their own time (`<ms>-<seq>`), which is what
+`events.list {since}` compares with.
 
 Subscriptions and the verbosity live in Redis too, so a restarted LogActor keeps them. Redis starts
 after the LogActor (the ServiceSupervisor runs it): until it answers, writes wait (bounded) and
@@ -50,7 +51,6 @@ from g8os.system.redisconn import connect
 BACKLOG = 1000                  # records kept in memory, copied to a new subscriber first
 LOGGER_LENGTH = 10_000          # a `logger:<queue>` list is trimmed to this many records
 LOGGER_EXPIRY = 300             # seconds an unsubscribed list is kept for its reader to drain
-EVENTS_LENGTH = 10_000          # g8os:events is trimmed to about this many events (MAXLEN ~)
 HOLD = 0.25                     # seconds events wait so that late batches can be put in order
 FLUSH_RETRY = 0.5               # seconds between attempts while Redis does not answer
 PENDING_EVENTS = 20_000         # events waiting for Redis, at most (the oldest are dropped)
@@ -117,6 +117,7 @@ class LogActor(Actor):
         self.dropped_output = 0                        # job messages senders could not forward
         self.dropped_events = 0
         self.redis = connect(self.config.redis)
+        self.events_length = self.config.events_length
         self.loaded = False
         self._retry_armed = False
         self._release_armed = False
@@ -303,7 +304,8 @@ class LogActor(Actor):
         for event in events:
             # The event's own time is its id, kept increasing: `since` compares with it.
             ms = max(ms, int(event.ts * 1000))
-            pipe.xadd(EVENTS_STREAM, _fields(event), id=f"{ms}-*", maxlen=EVENTS_LENGTH, approximate=True)
+            pipe.xadd(EVENTS_STREAM, _fields(event), id=f"{ms}-*", maxlen=self.events_length,
+                      approximate=True)
         for name, records in self.to_lists.items():
             pipe.rpush(name, *records)
             pipe.ltrim(name, -LOGGER_LENGTH, -1)
@@ -316,7 +318,7 @@ class LogActor(Actor):
                 # could not read its last id): let Redis choose theirs.
                 retry = self.redis.pipeline(transaction=False)
                 for event in late:
-                    retry.xadd(EVENTS_STREAM, _fields(event), maxlen=EVENTS_LENGTH, approximate=True)
+                    retry.xadd(EVENTS_STREAM, _fields(event), maxlen=self.events_length, approximate=True)
                 replies += retry.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
             self._trim_waiting()

@@ -56,6 +56,7 @@ class NodeConfig:
     # seconds, and core0's own samples of the node every `stats_interval` seconds (0: none).
     stats_periods: list[int] = attrs.field(factory=lambda: [300, 3600])
     stats_interval: float = 30.0
+    events_length: int = 10_000       # the stream g8os:events keeps about this many (MAXLEN ~)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
