@@ -154,6 +154,11 @@ class Actor(ActorTypeDispatcher):
         self._stop_done: Callable[[], None] | None = None
         self._corr = itertools.count(1)
         self._spare: Any = None
+        # Job output waiting for the next report (log_output, on the hot path: plain attributes).
+        self._output_out: list[tuple[str, int, str, int, int]] = []
+        self._output_bytes = 0
+        self._output_dropped = 0
+        self._report_armed = False
 
     # ---- hooks for subclasses -------------------------------------------------------------
 
@@ -561,20 +566,20 @@ class Actor(ActorTypeDispatcher):
     def log_output(self, job: str, level: int, text: str, epoch_ns: int, flags: int = 0) -> None:
         """One message of a job's output for the node log. On the hot path of every line a job
         prints: a tuple appended here, the batch sent with the next report."""
-        out = self._outgoing_output
+        out = self._output_out
         out.append((job, level, text, epoch_ns, flags))
-        self._output_bytes = self.__dict__.get("_output_bytes", 0) + len(text)
-        if len(out) > OUTPUT_PENDING or self._output_bytes > OUTPUT_PENDING_BYTES:
+        self._output_bytes += len(text)
+        if self._output_bytes > OUTPUT_PENDING_BYTES or len(out) > OUTPUT_PENDING:
             self._drop_output()
-        if not self.__dict__.get("_report_armed"):
+        if not self._report_armed:
             self._schedule_report()
 
     def _drop_output(self) -> None:
-        out = self._outgoing_output
+        out = self._output_out
         drop = max(len(out) - OUTPUT_PENDING, 0, len(out) // 4)
         self._output_bytes -= sum(len(record[2]) for record in out[:drop])
         del out[:drop]
-        self._output_dropped = self.__dict__.get("_output_dropped", 0) + drop
+        self._output_dropped += drop
 
     def metric(self, key: str, value: float, op: str, tags: dict[str, str], ts: float) -> None:
         """One statsd sample for the StatsActor's aggregator (batched like the reports)."""
@@ -588,10 +593,6 @@ class Actor(ActorTypeDispatcher):
     @property
     def _outgoing_lines(self) -> list[tuple[int, str]]:
         return self.__dict__.setdefault("_lines_out", [])
-
-    @property
-    def _outgoing_output(self) -> list[tuple[str, int, str, int, int]]:
-        return self.__dict__.setdefault("_output_out", [])
 
     @property
     def _outgoing_metrics(self) -> list[tuple[str, float, str, dict[str, str], float]]:
@@ -641,8 +642,8 @@ class Actor(ActorTypeDispatcher):
     def _send_reports(self, log: Any) -> None:
         events, self._events_out = self._outgoing_events, []
         lines, self._lines_out = self._outgoing_lines, []
-        output, self._output_out = self._outgoing_output, []
-        dropped, self._output_dropped, self._output_bytes = self.__dict__.get("_output_dropped", 0), 0, 0
+        output, self._output_out = self._output_out, []
+        dropped, self._output_dropped, self._output_bytes = self._output_dropped, 0, 0
         if events:
             self.send(log, Events(tuple(events)))
         by_level: dict[int, list[str]] = {}

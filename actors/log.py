@@ -84,15 +84,17 @@ def event_severity(event: Event) -> int:
     return EVENT_SEVERITY.get(event.topic, logging.INFO)
 
 
-# A record of the node log: (command, level, text, epoch ns, flags, path). `command` is the job id
-# for job output (`path` None) and CORE0 for core0's own records (`path`: the actor's or event's).
-Record = tuple[str, int, str, int, int, str | None]
+# A record of the node log: (job id, level, text, epoch ns, flags) for a job's message, as the
+# JobSupervisor sends it (kept as it came: there are many), or (CORE0, level, text, epoch ns, flags,
+# path) for one of core0's own records (`path`: the actor that wrote it, or the event's subject).
+Record = tuple[str, int, str, int, int] | tuple[str, int, str, int, int, str]
 
 
 def record_json(record: Record) -> str:
+    if len(record) == 5:  # job output: exactly the stream entry of the protocol
+        job, level, text, epoch_ns, flags = record
+        return stream_message(0, job, text, level, flags, epoch_ns)
     command, level, text, epoch_ns, flags, path = record
-    if path is None:  # job output: exactly the stream entry of the protocol
-        return stream_message(0, command, text, level, flags, epoch_ns)
     return json.dumps({"core": 0, "command": command, "path": path,
                        "message": {"message": text, "epoch": epoch_ns, "meta": level << 16 | flags}})
 
@@ -158,11 +160,14 @@ class LogActor(Actor):
         # everything else done with a line here.
         return open(path, "a", buffering=1 << 16, encoding="utf-8")
 
-    def _write_file(self, text: str) -> None:
+    def _stamp_now(self) -> str:
         now = int(time.time())
         if now != self._stamp_second:
             self._stamp_second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-        self.file.write(f"{self._stamp} {text}\n")
+        return self._stamp
+
+    def _write_file(self, text: str) -> None:
+        self.file.write(f"{self._stamp_now()} {text}\n")
 
     def receiveMsg_ReopenLogs(self, msg: ReopenLogs, sender: Any) -> None:
         self._reopen()
@@ -174,10 +179,7 @@ class LogActor(Actor):
 
     # ---- records -----------------------------------------------------------------------------
 
-    def _add(self, record: Record) -> None:
-        self.backlog.append(record)
-        if not self.subscriptions:
-            return
+    def _to_subscribers(self, record: Record) -> None:
         text = None
         for name, levels in self.subscriptions.items():
             if passes(levels, record):
@@ -191,14 +193,22 @@ class LogActor(Actor):
             return
         self._write_file(f"{NAME_OF_SEVERITY.get(severity, 'INFO')} {path}: {text}" if path
                          else f"{NAME_OF_SEVERITY.get(severity, 'INFO')} {text}")
-        self._add((CORE0, record_level(severity), text, epoch_ns or time.time_ns(), 0, path))
+        record = (CORE0, record_level(severity), text, epoch_ns or time.time_ns(), 0, path)
+        self.backlog.append(record)
+        if self.subscriptions:
+            self._to_subscribers(record)
 
     def receiveMsg_Output(self, msg: Output, sender: Any) -> None:
-        write, add = self._write_file, self._add
-        for job, level, text, epoch_ns, flags in msg.records:
-            if level in FILE_LEVELS and text:
-                write(f"[{level}] {job}: {text}")
-            add((job, level, text, epoch_ns, flags, None))
+        records = msg.records
+        stamp = self._stamp_now()
+        lines = [f"{stamp} [{level}] {job}: {text}\n" for job, level, text, _epoch, _flags in records
+                 if level in FILE_LEVELS and text]
+        if lines:
+            self.file.write("".join(lines))
+        self.backlog.extend(records[-BACKLOG:])
+        if self.subscriptions:
+            for record in records:
+                self._to_subscribers(record)
         if msg.dropped:
             self.dropped_output += msg.dropped
             self._core0(logging.WARNING, "", f"{msg.dropped} messages of job output were not logged: "

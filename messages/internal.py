@@ -124,32 +124,49 @@ class Event:
     data: dict[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen
+# Batches carry a short repr: Thespian formats every message it sends or receives (str() for its
+# debug log line, even when that log is off), which for a batch of 20 000 records cost more than
+# pickling and sending it.
+
+
+@attrs.frozen(repr=False)
 class Events:
     events: tuple[Event, ...]
 
+    def __repr__(self) -> str:
+        return f"Events({len(self.events)} events)"
 
-@attrs.frozen
+
+@attrs.frozen(repr=False)
 class LogLines:
     """core0's own lines for the node log, batched."""
 
     lines: tuple[str, ...]
     level: int = 20                  # their severity, as Python's logging numbers (20 INFO)
 
+    def __repr__(self) -> str:
+        return f"LogLines({len(self.lines)} lines, level {self.level})"
 
-@attrs.frozen
+
+@attrs.frozen(repr=False)
 class Output:
     """Job output for the node log, batched: (job id, level, text, epoch ns, flags) per message."""
 
     records: tuple[tuple[str, int, str, int, int], ...]
     dropped: int = 0                 # messages the sender had to drop since its last batch
 
+    def __repr__(self) -> str:
+        return f"Output({len(self.records)} records, {self.dropped} dropped)"
 
-@attrs.frozen
+
+@attrs.frozen(repr=False)
 class Metrics:
     """Level-10 (statsd) samples for the StatsActor, batched: (key, value, op, tags, epoch s)."""
 
     samples: tuple[tuple[str, float, str, dict[str, str], float], ...]
+
+    def __repr__(self) -> str:
+        return f"Metrics({len(self.samples)} samples)"
 
 
 @attrs.frozen

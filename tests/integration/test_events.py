@@ -153,7 +153,7 @@ def test_the_stream_is_bounded() -> None:
     info = sandbox.up(name, detach=True, timeout=90, settings={"events_length": 100})
     try:
         conn = redis.Redis(unix_socket_path=info["socket"], password=info["password"])
-        first = conn.xrange("g8os:events", count=1)[0]
+        first = wait_for(lambda: conn.xrange("g8os:events", count=1), what="the boot's events")[0]
         jobs = [push(conn, "bash", {"script": "true"}) for _ in range(200)]
         for job in jobs:
             result(conn, job)
