@@ -67,6 +67,7 @@ from g8os.client.transport import (
     Unreachable,
     error_for_result,
 )
+from g8os.messages.command import RESULT_LEVELS
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
 
 EXIT_OK = 0
@@ -479,11 +480,13 @@ def _follow_job(state: Options, client: Client, response: Response, job_id: str)
     """Print (or, with --json, collect) job_id's output until the job ends for good.
 
     A subscription (core.subscribe) follows the job across its re-runs (max_restart,
-    recurring_period, actor.restart), but it can end before the job does: the JobSupervisor that
-    held it died (its successor re-runs the job), or the subscriber was killed. The job is then
-    still running and has no result, so we subscribe again; the new subscription replays the
-    job's recent messages, and those already shown are skipped (messages of a job come in time
-    order, so the newest time shown and the messages shown at that time are enough to tell).
+    recurring_period, actor.restart) and ends, successfully, when the job ends for good. It can
+    also end before the job does: it failed (the job was not taken by the JobSupervisor yet, or
+    the JobSupervisor that held it died and took the job with it before re-running it), or the
+    subscriber was killed (`"state": "unsubscribed"`). While the job still runs (its flag without
+    expiry, no result), we then subscribe again; the new subscription replays the job's recent
+    messages, and those already shown are skipped (messages of a job come in time order, so the
+    newest time shown and the messages shown at that time are enough to tell).
     """
     collected: list[Message] = []
     deadline = math.inf if math.isinf(state.wait) else time.monotonic() + state.wait
@@ -492,9 +495,11 @@ def _follow_job(state: Options, client: Client, response: Response, job_id: str)
     while True:
         left = deadline - time.monotonic()
         subscriber = client.subscribe(job_id)
+        end: Message | None = None
         for message in subscriber.messages(timeout=None if math.isinf(left) else max(left, 0.01)):
-            if message.job == subscriber.id:
-                break  # the subscription's own end: its result, not the job's output
+            if message.end:
+                end = message  # the subscription's last message: shown only if the job has ended
+                break
             seen = (message.level, message.text, message.flags)
             if message.epoch < newest or (message.epoch == newest and seen in at_newest):
                 continue  # replayed by a new subscription: shown already
@@ -505,12 +510,31 @@ def _follow_job(state: Options, client: Client, response: Response, job_id: str)
                 collected.append(message)
             else:
                 _write_message(message)
-        if response.peek() is not None or not response.exists:
-            return collected  # the job has ended for good
+        if _subscription_saw_the_end(end) or response.peek() is not None or not response.exists:
+            # The job has ended for good. A node answers the subscription itself last (level 20,
+            # `{"id", "state"}`): kept in --json, not printed among the job's output.
+            if end is not None:
+                if state.as_json:
+                    collected.append(end)
+                elif end.level not in RESULT_LEVELS:
+                    _write_message(end)
+            return collected
         if time.monotonic() + pause > deadline:
             raise Timeout(f"job {job_id} did not end within {state.wait:g}s")
         time.sleep(pause)  # it is being re-run by a new JobSupervisor, or not taken yet
         pause = min(pause * 2, 2.0)
+
+
+def _subscription_saw_the_end(end: Message | None) -> bool:
+    """The subscription ended because the job did (not because it failed or was unsubscribed)."""
+    if end is None or not end.success:
+        return False
+    if end.level in RESULT_LEVELS:
+        with contextlib.suppress(ValueError):
+            answer = json.loads(end.text)
+            if isinstance(answer, dict) and answer.get("state") == "unsubscribed":
+                return False
+    return True
 
 
 @cli.command()
