@@ -34,6 +34,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -124,6 +125,45 @@ class ForkServer:
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._signalled)
 
     # ---- the loop -----------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Open a small flist once, end to end, before the first fork: the code every server runs
+        (SQLite and its validation threads, zstd, BLAKE3, the cache) is then resident in this
+        process, and each forked server shares it instead of faulting it in from disk; a first
+        mount after the page cache was dropped measured 60-100 ms slower without this."""
+        import tempfile
+
+        from g8os.fs.builder import build_from_dir
+        from g8os.fs.cache import ChunkCache
+        from g8os.fs.format import Flist
+        from g8os.fs.store import DirStore
+
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="g8os-forkserver-") as scratch:
+            root = os.path.join(scratch, "root")
+            os.makedirs(os.path.join(root, "etc"))
+            with open(os.path.join(root, "etc", "small"), "wb") as small:
+                small.write(b"inline\n")
+            with open(os.path.join(root, "big"), "wb") as big:
+                big.write(os.urandom(64 * 1024))
+            store = DirStore(os.path.join(scratch, "store"))
+            build_from_dir(root, os.path.join(scratch, "warm.flist"), store, routes=[])
+            with Flist.open(os.path.join(scratch, "warm.flist"), os.path.join(scratch, "db")) as flist:
+                cache = ChunkCache(os.path.join(scratch, "cache"), store, workers=1)
+                try:
+                    flist.totals()
+                    for _name, inode in flist.readdir(flist.root):
+                        for chunk, _size in flist.chunks(inode.ino):
+                            cache.get(chunk)
+                finally:
+                    cache.close()
+            store.close()
+        # fork() copies only the calling thread: a thread left running here could hold a lock
+        # (logging's, the allocator's) that every server would then inherit locked.
+        others = [thread.name for thread in threading.enumerate() if thread is not threading.current_thread()]
+        if others:
+            raise RuntimeError(f"threads left after the warm-up: {others}")
+        log.info("warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
 
     def run(self) -> int:
         signal.set_wakeup_fd(self._wake_w)
@@ -444,7 +484,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="g8os-flist[%(process)d] %(levelname)s %(message)s")
-    sys.exit(ForkServer(os.path.abspath(args.socket)).run())
+    server = ForkServer(os.path.abspath(args.socket))
+    server.warm_up()
+    sys.exit(server.run())
 
 
 if __name__ == "__main__":
