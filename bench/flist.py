@@ -19,6 +19,7 @@ import http.server
 import os
 import shutil
 import socketserver
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from g8os.fs.store import DirStore
 TREES = ["usr/lib/python3.11", "usr/share/perl", "usr/lib/x86_64-linux-gnu/perl", "usr/share/locale",
          "usr/include", "usr/share/zoneinfo", "usr/lib/gcc", "usr/libexec"]
 TARGET_BYTES = 300 * 2**20
+ROUNDS = 3
 PROBE = ["usr/lib/python3.11/json/__init__.py", "usr/lib/python3.11/json/decoder.py",
          "usr/lib/python3.11/json/scanner.py", "usr/lib/python3.11/json/encoder.py",
          "usr/lib/python3.11/os.py", "usr/lib/python3.11/re/__init__.py"]
@@ -174,6 +176,44 @@ def fetch(url: str, dest: Path) -> None:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
+def full_download(url: str, work: Path) -> tuple[float, int]:
+    """The floor, cold: download the image archive, extract it, read the probes."""
+    drop_caches()
+    _Counting.served = 0
+    start = time.perf_counter()
+    extract = work / "extracted"
+    extract.mkdir()
+    fetch(f"{url}/root.tar.zst", work / "download.tar.zst")
+    subprocess.run(["tar", "-C", str(extract), "-I", "zstd", "-xf", str(work / "download.tar.zst")],
+                   check=True)
+    for probe in PROBE:
+        (extract / probe).read_bytes()
+    seconds = time.perf_counter() - start
+    shutil.rmtree(extract, ignore_errors=True)
+    (work / "download.tar.zst").unlink()
+    return seconds, _Counting.served
+
+
+def lazy_start(how: str, url: str, fork: str, run: Path, workdir: Path) -> tuple[float, int, int, float]:
+    """Cold: fetch the flist, mount it (through the fork server or a new process), read the probes.
+    (seconds, bytes served, requests, seconds until mounted)."""
+    drop_caches()
+    _Counting.served = _Counting.requests = 0
+    run.mkdir()
+    start = time.perf_counter()
+    fetch(f"{url}/root.flist", run / "root.flist")
+    if how == "fork server":
+        mount = leased(fork, run / "root.flist", run / "mnt", f"{url}/store", run / "cache", workdir)
+    else:
+        mount = mounted(run / "root.flist", run / "mnt", f"{url}/store", run / "cache", workdir)
+    with mount:
+        ready = time.perf_counter() - start
+        for probe in PROBE:
+            (run / "mnt" / probe).read_bytes()
+        seconds = time.perf_counter() - start
+    return seconds, _Counting.served, _Counting.requests, ready
+
+
 def build(root: Path, flist: Path, store: Path) -> None:
     build_from_dir(root, flist, DirStore(store), routes=[])
 
@@ -202,37 +242,15 @@ def main() -> None:
         build(small_root, work / "small.flist", store_root)
 
         with http_server(served) as url, forkserver(shm / "fork.sock") as fork:
-            drop_caches()
-            _Counting.served = 0
-            start = time.perf_counter()
-            extract = work / "extracted"
-            extract.mkdir()
-            fetch(f"{url}/root.tar.zst", work / "download.tar.zst")
-            subprocess.run(["tar", "-C", str(extract), "-I", "zstd", "-xf", str(work / "download.tar.zst")],
-                           check=True)
-            for probe in PROBE:
-                (extract / probe).read_bytes()
-            full_time, full_bytes = time.perf_counter() - start, _Counting.served
-            shutil.rmtree(extract, ignore_errors=True)
-
-            lazy: dict[str, tuple[float, int, int]] = {}
-            for how in ("fork server", "cold process"):
-                run = work / how.replace(" ", "-")
-                drop_caches()
-                _Counting.served = _Counting.requests = 0
-                run.mkdir()
-                start = time.perf_counter()
-                fetch(f"{url}/root.flist", run / "root.flist")
-                if how == "fork server":
-                    mount = leased(fork, run / "root.flist", run / "mnt", f"{url}/store", run / "cache",
-                                   shm / how.replace(" ", "-"))
-                else:
-                    mount = mounted(run / "root.flist", run / "mnt", f"{url}/store", run / "cache",
-                                    shm / how.replace(" ", "-"))
-                with mount:
-                    for probe in PROBE:
-                        (run / "mnt" / probe).read_bytes()
-                    lazy[how] = (time.perf_counter() - start, _Counting.served, _Counting.requests)
+            # Rounds interleave the floor and both lazy paths, so a noisy neighbour hits all three
+            # alike; medians are reported.
+            floor: list[tuple[float, int]] = []
+            lazy: dict[str, list[tuple[float, int, int, float]]] = {"fork server": [], "cold process": []}
+            for round_ in range(ROUNDS):
+                floor.append(full_download(url, work))
+                for how in lazy:
+                    lazy[how].append(lazy_start(how, url, fork, work / f"{how.replace(' ', '-')}-{round_}",
+                                                shm / f"{how.replace(' ', '-')}-{round_}"))
 
             with leased(fork, work / "big.flist", work / "big-mnt", f"dir://{store_root}", work / "cache",
                         shm / "big"):
@@ -250,10 +268,15 @@ def main() -> None:
 
         mb = 256
         rows = []
-        for how, (seconds, sent, requests) in lazy.items():
+        full_time, full_bytes = statistics.median(t for t, _ in floor), floor[0][1]
+        for how, runs in lazy.items():
+            seconds = statistics.median(t for t, *_ in runs)
+            _, sent, requests, _ = runs[0]
+            ready = statistics.median(r for *_, r in runs)
             rows += [
                 (f"start + read a few files, cold ({how})", f"{seconds:.3f} s", f"{full_time:.3f} s",
-                 f"{seconds / full_time * 100:.1f} % (target <= 10 %)"),
+                 f"{seconds / full_time * 100:.1f} % (target <= 10 %; mounted at {ready:.3f} s; "
+                 f"medians of {ROUNDS})"),
                 (f"bytes transferred ({how})", f"{sent / 2**20:.2f} MiB", f"{full_bytes / 2**20:.1f} MiB",
                  f"{sent / full_bytes * 100:.2f} % (target <= 10 %; {requests} requests incl. the flist)"),
             ]

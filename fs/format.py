@@ -532,9 +532,10 @@ def _validate(conn: sqlite3.Connection,
     try:
         _check_identity(conn)
         _check_schema(conn)
-        _check_counts(conn)
         _check_root(conn)
-        rules = [_quick_check, *_check_groups(), _check_coverage, _check_tree]
+        # The row limits are checked alongside the rest, not before: the database's size is already
+        # bounded (MAX_DB_BYTES), so no rule can be made to scan without end.
+        rules = [_check_counts, _quick_check, *_check_groups(), _check_coverage, _check_tree]
         workers = min(VALIDATION_THREADS, os.cpu_count() or 1)
         if connect is None or workers < 2:
             for rule in rules:
