@@ -91,6 +91,8 @@ def make_rootfs(dest: Path) -> int:
 
 
 def drop_caches() -> None:
+    """Cold caches, and no earlier round's writeback left to slow this one down."""
+    os.sync()
     with contextlib.suppress(OSError), open("/proc/sys/vm/drop_caches", "w") as knob:
         knob.write("3\n")
 
