@@ -496,20 +496,26 @@ def _follow_job(state: Options, client: Client, response: Response, job_id: str)
         left = deadline - time.monotonic()
         subscriber = client.subscribe(job_id)
         end: Message | None = None
-        for message in subscriber.messages(timeout=None if math.isinf(left) else max(left, 0.01)):
-            if message.end:
-                end = message  # the subscription's last message: shown only if the job has ended
-                break
-            seen = (message.level, message.text, message.flags)
-            if message.epoch < newest or (message.epoch == newest and seen in at_newest):
-                continue  # replayed by a new subscription: shown already
-            if message.epoch > newest:
-                newest, at_newest = message.epoch, set()
-            at_newest.add(seen)
-            if state.as_json:
-                collected.append(message)
-            else:
-                _write_message(message)
+        try:
+            for message in subscriber.messages(timeout=None if math.isinf(left) else max(left, 0.01)):
+                if message.end:
+                    end = message  # the subscription's last message: shown only if the job has ended
+                    break
+                seen = (message.level, message.text, message.flags)
+                if message.epoch < newest or (message.epoch == newest and seen in at_newest):
+                    continue  # replayed by a new subscription: shown already
+                if message.epoch > newest:
+                    newest, at_newest = message.epoch, set()
+                at_newest.add(seen)
+                if state.as_json:
+                    collected.append(message)
+                else:
+                    _write_message(message)
+        except BaseException:
+            # Ctrl-C or a timeout: the subscriber would otherwise follow the job for nobody until
+            # it ends (and the shell runs many follows in one session).
+            _stop_subscriber(client, subscriber)
+            raise
         if _subscription_saw_the_end(end) or response.peek() is not None or not response.exists:
             # The job has ended for good. A node answers the subscription itself last (level 20,
             # `{"id", "state"}`): kept in --json, not printed among the job's output.
@@ -523,6 +529,13 @@ def _follow_job(state: Options, client: Client, response: Response, job_id: str)
             raise Timeout(f"job {job_id} did not end within {state.wait:g}s")
         time.sleep(pause)  # it is being re-run by a new JobSupervisor, or not taken yet
         pause = min(pause * 2, 2.0)
+
+
+def _stop_subscriber(client: Client, subscriber: Response) -> None:
+    """Do not leave a subscriber following a long job for nobody."""
+    if subscriber.running:
+        with contextlib.suppress(G8Error, Timeout, Unreachable):
+            client.job.kill(subscriber.id)
 
 
 def _subscription_saw_the_end(end: Message | None) -> bool:
@@ -573,10 +586,7 @@ def logs(job_id: str, follow: bool) -> None:
                 else:
                     _write_message(message)
         finally:
-            if subscriber.running:
-                # Do not leave the subscriber following a long job for nobody.
-                with contextlib.suppress(G8Error, Timeout, Unreachable):
-                    client.job.kill(subscriber.id)
+            _stop_subscriber(client, subscriber)
     if state.as_json:
         final = response.peek()
         state.emit({"id": job_id, "running": final is None, "messages": [m.to_dict() for m in collected],

@@ -754,7 +754,12 @@ def test_cli_logs_of_a_running_job_without_follow(redis_socket: str, rds: redis.
 def test_cli_logs_follow_timeout_exits_5(redis_socket: str, rds: redis.Redis, core: FakeCore) -> None:
     rds.rpush(flag_key("forever"), "")
     core.on("core.subscribe", lambda raw: Answer())
+    core.on("job.kill", lambda raw: builtin(raw, None))
     assert run_cli("--socket", redis_socket, "--timeout", "0.5", "logs", "-f", "forever").exit_code == 5
+    # The subscriber is not left following the job for nobody.
+    subscriber = next(raw for raw in core.received if raw["command"] == "core.subscribe")
+    assert core.received[-1]["command"] == "job.kill"
+    assert core.received[-1]["arguments"]["id"] == subscriber["id"]
 
 
 def test_exit_code_mapping() -> None:
