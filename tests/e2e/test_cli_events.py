@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from wire import call, push, result, wait_for
 
+from g8os.messages.errors import NotFound
+
 pytestmark = pytest.mark.timeout(120)
 
 G8OS = [sys.executable, "-m", "g8os.client.cli"]
@@ -105,10 +107,13 @@ def test_events_bad_since_is_a_usage_error(node: Any) -> None:
 
 def test_events_follow_json_until_ctrl_c(node: Any, r: Any, spawned: list[subprocess.Popen[str]]) -> None:
     job = f"ev-{uuid.uuid4().hex[:8]}"
-    follower = subprocess.Popen(command(node, "events", "-f", "--json", "--path", f"/jobs/{job}"),
+    # From a time just before the job: whether the follower reaches its XREAD before or after the
+    # job's events are written, it shows them.
+    since = f"{time.time():.3f}"
+    follower = subprocess.Popen(command(node, "events", "-f", "--json", "--since", since,
+                                        "--path", f"/jobs/{job}"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
     spawned.append(follower)
-    time.sleep(1.0)  # let it reach XREAD: it follows only what happens after it started
     push(r, "bash", {"script": "echo hi"}, id=job)
     seen = []
     while not seen or seen[-1]["topic"] != "/job/end":
@@ -124,20 +129,20 @@ def test_events_follow_json_until_ctrl_c(node: Any, r: Any, spawned: list[subpro
 
 def test_events_follow_human_lines_for_an_actor_restart(node: Any, r: Any,
                                                         spawned: list[subprocess.Popen[str]]) -> None:
-    follower = subprocess.Popen(command(node, "events", "-f", "-n", "1", "--path", "/stats"),
+    since = f"{time.time():.3f}"  # the kill's events are after it, however late the follower starts
+    follower = subprocess.Popen(command(node, "events", "-f", "--since", since, "--path", "/stats"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
     spawned.append(follower)
-    time.sleep(1.0)
     with node.client() as client:
         client.actor.kill("/stats")
     lines: list[str] = []
-    while not any("/actor/ready" in line for line in lines[1:]):
+    while not any("/actor/ready" in line for line in lines):
         line = follower.stdout.readline()
         assert line, follower.stderr.read()
         lines.append(line)
-    topics = [line.split()[1] for line in lines[1:]]  # the first line is the one before -f
+    topics = [line.split()[1] for line in lines]
     assert topics == ["/actor/exited", "/actor/restarted", "/actor/started", "/actor/ready"]
-    assert "reason=killed by actor.kill (signal 9)" in lines[1]
+    assert "reason=killed by actor.kill (signal 9)" in lines[0]
     follower.send_signal(signal.SIGINT)
     assert follower.wait(timeout=10) == 0
 
@@ -186,6 +191,14 @@ def test_logs_follow_survives_the_job_supervisor_restart(node: Any, r: Any,
     assert result(r, job)["state"] == "SUCCESS"
 
 
+def _ended(client: Any, subscriber: str) -> bool:
+    try:
+        client.job.kill(subscriber)
+    except NotFound:
+        return False
+    return True
+
+
 def subscribers(r: Any, job: str) -> list[str]:
     """Ids of the core.subscribe commands following `job`: the gateway keeps each in its in-flight
     list until the subscription ends."""
@@ -206,9 +219,10 @@ def test_logs_follow_subscribes_again_when_its_subscription_ends_first(
                                 stderr=subprocess.PIPE, text=True, env=clean_env())
     spawned.append(follower)
     first = wait_for(lambda: subscribers(r, job), what="the first subscription")[0]
-    time.sleep(0.5)  # "run 1" is out
     with node.client() as client:
-        client.job.kill(first)  # ends the subscription, not the job
+        # Ends the subscription, not the job. The gateway holds the subscription before the
+        # JobSupervisor does: until then, job.kill does not know it yet.
+        wait_for(lambda: _ended(client, first), what="the first subscription ended")
     second = wait_for(lambda: [s for s in subscribers(r, job) if s != first], what="a new subscription")
     assert second
     out, err = follower.communicate(timeout=60)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -119,32 +118,34 @@ def test_filters_limit_and_since(r: Any, client: Any) -> None:
 
 
 def test_follow_reads_new_events_as_they_come(r: Any, client: Any) -> None:
-    job = f"follow-{uuid.uuid4().hex[:8]}"
-
-    def later() -> None:
-        time.sleep(0.5)
-        push(r, "bash", {"script": "true"}, id=job)
-
-    starter = threading.Thread(target=later)
+    """The first job's events come from what the stream holds after `since`; the second job is
+    pushed only once the first one's end was read, so its events reach a follower already
+    waiting in XREAD."""
+    first, second = (f"follow-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    since = time.time()
+    push(r, "bash", {"script": "true"}, id=first)
     seen: list[dict[str, Any]] = []
-    follower = client.events.follow(path=f"/jobs/{job}", timeout=30)
-    starter.start()
+    follower = client.events.follow(since=since, topic="/job", timeout=30)
     try:
         for event in follower:
+            if event["path"] not in (f"/jobs/{first}", f"/jobs/{second}"):
+                continue
             seen.append(event)
             if event["topic"] == "/job/end":
-                break
+                if event["path"] == f"/jobs/{second}":
+                    break
+                push(r, "bash", {"script": "true"}, id=second)
     finally:
         follower.close()
-        starter.join()
-    assert topics(seen) == ["/job/start", "/job/end"]
+    assert [(e["path"].rsplit("/", 1)[1], e["topic"]) for e in seen] == [
+        (first, "/job/start"), (first, "/job/end"), (second, "/job/start"), (second, "/job/end")]
     # and from a time in the past: the stream's content first, then new ones
     again = []
-    for event in client.events.follow(since=seen[0]["ts"] - 0.001, path=f"/jobs/{job}", timeout=30):
+    for event in client.events.follow(since=seen[2]["ts"] - 0.001, path=f"/jobs/{second}", timeout=30):
         again.append(event)
         if event["topic"] == "/job/end":
             break
-    assert [e["id"] for e in again] == [e["id"] for e in seen]
+    assert [e["id"] for e in again] == [e["id"] for e in seen[2:]]
 
 
 def test_the_stream_is_bounded() -> None:
