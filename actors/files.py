@@ -68,6 +68,8 @@ from g8os.messages.filesystem import (
     open_flags,
 )
 from g8os.messages.internal import Call
+from g8os.system.mountinfo import mounts_below
+from g8os.system.mountinfo import under as _under
 
 WORKERS = 4                  # concurrent path commands; the rest wait in the pool's queue
 LANES = 4                    # single-thread lanes for calls on handles (one handle: one lane, in order)
@@ -78,10 +80,6 @@ SWEEP_SLACK = 0.01           # a sweep fires this long after the deadline it was
 
 
 # --------------------------------------------------------------------------------------------- policy
-
-
-def _under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 @attrs.frozen
@@ -154,35 +152,6 @@ def resolve_entry(path: str) -> str:
     if tail in ("", ".", ".."):
         return resolve(path)
     return os.path.join(resolve(head), tail)
-
-
-def mounts_below(path: str) -> list[str]:
-    """Mount points at or under `path` in this mount namespace."""
-    found = []
-    try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            for line in f:
-                fields = line.split(b" ")
-                if len(fields) > 4:
-                    point = _unescape(fields[4])
-                    if _under(point, path):
-                        found.append(point)
-    except OSError:
-        pass
-    return found
-
-
-def _unescape(raw: bytes) -> str:
-    # mountinfo writes space, tab, newline and backslash as \040, \011, \012, \134
-    out, i = bytearray(), 0
-    while i < len(raw):
-        if raw[i:i + 1] == b"\\" and raw[i + 1:i + 4].isdigit():
-            out.append(int(raw[i + 1:i + 4], 8))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return os.fsdecode(bytes(out))
 
 
 # --------------------------------------------------------------------------------------------- errors

@@ -56,6 +56,7 @@ import trio
 
 from g8os.fs import chunks as chunkmod
 from g8os.fs.chunks import CHUNK_SIZE, ChunkError, StoreUnavailable
+from g8os.system.mountinfo import mounts
 
 log = logging.getLogger("g8os.fs.mount")
 
@@ -512,44 +513,6 @@ def umount(target: str | os.PathLike[str], *, lazy: bool = False) -> None:
         raise OSError(code, f"umount {target}: {os.strerror(code)}")
 
 
-def _unescape(field_: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(field_):
-        if field_[i] == "\\" and field_[i + 1:i + 4].isdigit() and len(field_[i + 1:i + 4]) == 3:
-            out.append(chr(int(field_[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field_[i])
-            i += 1
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class MountInfo:
-    mount_point: str
-    device: str    # "major:minor"
-    fstype: str
-    source: str
-    options: str   # the superblock's options
-
-
-def mounts() -> list[MountInfo]:
-    """This mount namespace's mounts, from /proc/self/mountinfo (reading it sends no FUSE
-    request, unlike a stat of the mount point, so the serving thread may call it)."""
-    found = []
-    with open("/proc/self/mountinfo") as lines:
-        for line in lines:
-            left, _, right = line.rstrip("\n").partition(" - ")
-            fields = left.split(" ")
-            rest = right.split(" ")
-            if len(fields) < 5 or len(rest) < 3:
-                continue
-            found.append(MountInfo(mount_point=_unescape(fields[4]), device=fields[2], fstype=rest[0],
-                                   source=_unescape(rest[1]), options=_unescape(rest[2])))
-    return found
-
-
 def _overlay_escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
@@ -561,10 +524,10 @@ def overlays_over(lower: str | os.PathLike[str]) -> list[str]:
     for info in mounts():
         if info.fstype != "overlay":
             continue
-        for option in _split_options(info.options):
+        for option in _split_options(info.super_options):
             key, _, value = option.partition("=")
             if key in ("lowerdir", "lowerdir+") and lower in _split_lowers(value):
-                found.append(info.mount_point)
+                found.append(info.mountpoint)
                 break
     return found
 
@@ -675,7 +638,7 @@ def set_read_ahead(mount_point: str, kb: int = READ_AHEAD_KB) -> bool:
     """Raise the FUSE mount's bdi read-ahead so the kernel reads in 1 MiB requests instead of
     128 KiB (measured 2.5x). Must run after FUSE_INIT was answered: INIT clamps it. Best effort."""
     for info in mounts():
-        if info.mount_point == mount_point and info.fstype.startswith("fuse"):
+        if info.mountpoint == mount_point and info.fstype.startswith("fuse"):
             path = Path("/sys/class/bdi") / info.device / "read_ahead_kb"
             try:
                 path.write_text(f"{kb}\n")
@@ -692,7 +655,7 @@ def _clear_stale(mount_point: str) -> None:
     overlays on it: detach them so its successor can mount again. A mount that still answers
     belongs to a live server and is left alone (OSError EBUSY)."""
     for info in mounts():
-        if info.mount_point != mount_point or not info.fstype.startswith("fuse"):
+        if info.mountpoint != mount_point or not info.fstype.startswith("fuse"):
             continue
         try:
             os.statvfs(mount_point)  # statfs always reaches the server (a stat may be answered from cache)

@@ -12,7 +12,6 @@ import errno
 import fnmatch
 import json
 import os
-import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from g8os.messages.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from g8os.system import mountinfo
+from g8os.system.mountinfo import Mount
 
 SYS_BLOCK = Path("/sys/class/block")
 SYS_BTRFS = Path("/sys/fs/btrfs")
@@ -240,43 +241,12 @@ def slaves(name: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ mounts
 
 
-@dataclass(frozen=True)
-class Mount:
-    major: int
-    minor: int
-    root: str
-    mountpoint: str
-    options: str
-    fstype: str
-    source: str
-    super_options: str
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
 def mounts() -> list[Mount]:
     """The mounts of this process's mount namespace (the node's), in mount order."""
-    found = []
     try:
-        with open("/proc/self/mountinfo") as handle:
-            lines = handle.read().splitlines()
+        return mountinfo.mounts()
     except OSError as exc:
-        raise Internal(f"cannot read /proc/self/mountinfo: {exc.strerror}")
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        rest = right.split()
-        if len(fields) < 6 or len(rest) < 2:
-            continue
-        major, _, minor = fields[2].partition(":")
-        found.append(Mount(
-            major=int(major), minor=int(minor), root=_unescape(fields[3]),
-            mountpoint=_unescape(fields[4]), options=fields[5], fstype=rest[0],
-            source=_unescape(rest[1]), super_options=rest[2] if len(rest) > 2 else "",
-        ))
-    return found
+        raise Internal(f"cannot read {mountinfo.MOUNTINFO}: {exc.strerror}") from None
 
 
 def mount_device(mount: Mount) -> str | None:

@@ -32,7 +32,7 @@ from g8os.fs.store import DirStore  # noqa: E402
 
 def mounted_below(root: Path) -> list[str]:
     prefix = str(root) + "/"
-    return [m.mount_point for m in mounts() if m.mount_point.startswith(prefix)]
+    return [m.mountpoint for m in mounts() if m.mountpoint.startswith(prefix)]
 
 
 def alive(pid: int) -> bool:

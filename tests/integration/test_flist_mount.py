@@ -231,8 +231,8 @@ def assert_same_tree(source: dict[bytes, Meta], mounted: dict[bytes, Meta], *, o
 
 def mounted_below(root: Path) -> list[str]:
     prefix = str(root)
-    return [m.mount_point for m in mounts()
-            if m.mount_point == prefix or m.mount_point.startswith(prefix + "/")]
+    return [m.mountpoint for m in mounts()
+            if m.mountpoint == prefix or m.mountpoint.startswith(prefix + "/")]
 
 
 def force_unmount_below(root: Path) -> None:
@@ -434,7 +434,7 @@ def store_state(root: Path) -> dict[str, str]:
 def test_mount_matches_source_byte_for_byte(built: Built, servers: Servers, tmp_path: Path) -> None:
     target = tmp_path / "mnt"
     server = servers.start(built.flist, target)
-    info = next(m for m in mounts() if m.mount_point == str(target))
+    info = next(m for m in mounts() if m.mountpoint == str(target))
     assert info.fstype == "fuse.flist" and info.source == "g8os-flist"
     with open("/proc/mounts") as table:
         options = set(next(line.split()[3] for line in table if line.split()[1] == str(target)).split(","))
@@ -486,7 +486,7 @@ def test_overlay_writes_land_in_upper(built: Built, servers: Servers, tmp_path: 
     flist_digest = file_digest(built.flist)
     before_store = store_state(built.store)
     servers.start(built.flist, target, rw_dir=rw, store=f"dir://{built.store}")
-    overlay = next(m for m in mounts() if m.mount_point == str(target))
+    overlay = next(m for m in mounts() if m.mountpoint == str(target))
     assert overlay.fstype == "overlay"
     assert_same_tree(built.tree, snapshot(target), overlay=True)
 
@@ -512,7 +512,7 @@ def test_overlay_writes_land_in_upper(built: Built, servers: Servers, tmp_path: 
     assert (upper / "new-dir").is_dir()
     assert (upper / "tiny.txt").read_bytes() == built.read("tiny.txt") + b"appended\n"
     assert stat.S_ISCHR(os.lstat(upper / "one-chunk").st_mode)   # a whiteout
-    metacopy = "metacopy=on" in overlay.options
+    metacopy = "metacopy=on" in overlay.super_options
     if metacopy:   # the chmod copied metadata only: the upper file holds no data
         assert os.lstat(upper / "huge.bin").st_blocks * 512 < CHUNK_SIZE
     # the lower, the flist and the store are untouched
@@ -675,8 +675,8 @@ def test_two_overlays_share_one_fuse_server(built: Built, servers: Servers, tmp_
     server = servers.start(built.flist, first, rw_dir=rw1, store=f"dir://{built.store}")
     mount_overlay(server.lower, second, rw2)
     try:
-        fuse = [m for m in mounts() if m.fstype == "fuse.flist" and m.mount_point.startswith(str(tmp_path))]
-        assert [m.mount_point for m in fuse] == [str(server.lower)]
+        fuse = [m for m in mounts() if m.fstype == "fuse.flist" and m.mountpoint.startswith(str(tmp_path))]
+        assert [m.mountpoint for m in fuse] == [str(server.lower)]
         for root in (first, second):
             assert (root / "big.bin").read_bytes() == built.read("big.bin")
         (first / "tiny.txt").write_bytes(b"first\n")
@@ -764,7 +764,7 @@ def test_cli_mount_foreground(built: Built, tmp_path: Path) -> None:
 def test_readahead_raised_and_sequential_throughput(built: Built, servers: Servers, tmp_path: Path) -> None:
     target = tmp_path / "mnt"
     servers.start(built.flist, target, store=f"dir://{built.store}")
-    info = next(m for m in mounts() if m.mount_point == str(target))
+    info = next(m for m in mounts() if m.mountpoint == str(target))
     assert Path(f"/sys/class/bdi/{info.device}/read_ahead_kb").read_text().strip() == "1024"
     got, error, _ = read_sequentially(target / "huge.bin", 128 * 1024)
     assert error is None and got == built.read("huge.bin")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from g8os.actors.files import Policy, mounts_below, os_error, resolve, resolve_entry
+from g8os.actors.files import Policy, os_error, resolve, resolve_entry
 from g8os.messages.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from g8os.messages.filesystem import decode_block, open_flags
+from g8os.system.mountinfo import mounts_below
 
 pytestmark = pytest.mark.timeout(30)
 
