@@ -760,7 +760,11 @@ class FlistServer:
         """Warm the cache with the flist's prefetch list, in the background: a start never
         waits for it, and demand reads go first (the cache queues prefetches behind them)."""
         try:
-            await trio.to_thread.run_sync(self._queue_prefetch, abandon_on_cancel=True)
+            # Not abandoned on shutdown: the thread reads the flist, whose connections are closed
+            # once the server stops, and SQLite must not have a connection closed under a running
+            # query (a server stopped right after its start crashed that way). It only queues ids,
+            # so waiting for it costs milliseconds.
+            await trio.to_thread.run_sync(self._queue_prefetch)
         except Exception as exc:
             log.warning("prefetch: %s", exc)
 
