@@ -6,8 +6,11 @@ import itertools
 import json
 import uuid
 
+import attrs
 import pytest
 from wire import call, push, result, stream, wait_for
+
+from g8os.messages import registry
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -324,3 +327,15 @@ def test_every_command_names_its_bad_field(r, command, arguments, field):
     res = call(r, command, arguments)
     assert res["state"] == "ERROR" and res["code"] == 400, res
     assert field in json.loads(res["data"])
+
+
+NO_FIELDS = sorted(name for name, info in registry.load().items() if not attrs.fields(info.request))
+
+
+@pytest.mark.parametrize("command", NO_FIELDS)
+def test_commands_without_fields_refuse_arguments_that_are_not_an_object(r, command):
+    """The commands above have fields to get wrong; these have none, so what can be wrong is the
+    arguments themselves."""
+    res = call(r, command, ["not", "an", "object"])
+    assert res["state"] == "ERROR" and res["code"] == 400, res
+    assert "arguments" in json.loads(res["data"])
