@@ -59,6 +59,16 @@ class BootedNode:
         path = self.work / name
         return path.read_text().splitlines() if path.exists() else []
 
+    def wait_lines(self, name: str, expected: list[str], timeout: float = 30) -> None:
+        """Wait until the file `name` holds exactly `expected`; if it does not in time, fail with
+        what it holds and the end of the node's log, which say why."""
+        try:
+            wait_for(lambda: self.lines(name) == expected, timeout=timeout, interval=0.1,
+                     what=f"{name} == {expected}")
+        except TimeoutError:
+            log = self.log_file.read_text(errors="replace").splitlines()[-80:] if self.log_file.exists() else []
+            pytest.fail(f"{name} holds {self.lines(name)}, not {expected}; core0.log ends:\n" + "\n".join(log))
+
 
 @contextlib.contextmanager
 def booted(prefix: str, files: dict[str, str], before: list[str] = ()) -> Iterator[BootedNode]:
@@ -385,15 +395,15 @@ stop() {
     exit 0
 }
 trap stop TERM
-echo start a >> @DIR@/order; sleep 1000 & wait''']
-running_delay = 0
+echo start a >> @DIR@/order; echo up; sleep 1000 & wait''']
+running_match = "^up$"   # running once its line is written: b must not start (and write) before
 
 [startup.b]
 name = "sh"
 args = ["-c", '''trap 'echo stop b >> @DIR@/order; exit 0' TERM
-echo start b >> @DIR@/order; sleep 1000 & wait''']
+echo start b >> @DIR@/order; echo up; sleep 1000 & wait''']
 after = ["a"]
-running_delay = 0
+running_match = "^up$"
 
 [startup.c]
 name = "core.system"
@@ -408,8 +418,7 @@ echo start c >> @DIR@/order; sleep 1000 & wait''']
 
 def test_shutdown_stops_services_in_reverse_order():
     with booted("bootstop", {"chain.toml": SHUTDOWN}) as node:
-        wait_for(lambda: node.lines("order") == ["start a", "start b", "start c"], timeout=30,
-                 interval=0.1, what="a, b, c started")
+        node.wait_lines("order", ["start a", "start b", "start c"])
         sandbox.down(node.name, timeout=60)
         lines = node.lines("order")
     assert lines[:6] == ["start a", "start b", "start c", "stop c", "stop b", "stop a"], lines
