@@ -26,7 +26,7 @@ from g8os.actors.base import DEFERRED, Actor
 from g8os.actors.process import Policy, ProcessActor, ProcessHost
 from g8os.actors.supervision import Action, Strategy, Supervisor, SupFlags
 from g8os.messages import registry
-from g8os.messages.command import Command, Flag, Result, State, result_key, stream_message
+from g8os.messages.command import Command, Flag, Result, State, flag_key, result_key, stream_message
 from g8os.messages.config import ExtensionRequest
 from g8os.messages.core import Bash, Subscribe, System
 from g8os.messages.errors import G8Error, InvalidArgument, NotFound
@@ -38,6 +38,9 @@ from g8os.system.redisconn import JOB_INFLIGHT, JOB_QUEUE, Outbox, QueueConsumer
 
 RETRY_FLUSH = 0.2
 FINISHED_MEMORY = 10_000
+# How long a core.subscribe to a job accepted but not yet taken from JOB_QUEUE waits for it. The
+# subscription travels as a call and the job through Redis: nothing orders the two.
+PENDING_SUBSCRIPTION = 5.0
 
 
 class JobSupervisor(ProcessHost, Actor):
@@ -53,6 +56,7 @@ class JobSupervisor(ProcessHost, Actor):
         self.queues: dict[str, deque[ProcessActor]] = {}
         self.queue_owner: dict[str, str] = {}
         self.subscriptions: dict[str, list[tuple[Call, Any, str]]] = {}
+        self.pending_subscriptions: dict[str, list[Call]] = {}   # job id → calls waiting for it
         self._retry_pending = False
         self.unpublished: set[str] = set()   # jobs whose record holds a result not yet in Redis
         # Ids of jobs that ended lately: a job re-sent after a gateway or JobSupervisor restart
@@ -148,6 +152,8 @@ class JobSupervisor(ProcessHost, Actor):
         self.outbox.result(result)
         self.drop_record(command.id)
         self.finished[command.id] = None
+        for call in self.pending_subscriptions.pop(command.id, []):
+            self.reply(call, {"id": command.id, "state": str(result.state)}, sender=self._reply_address(call))
 
     def _accept(self, command: Command, request: Any, *, runs: int = 0, first_start_ms: int = 0) -> None:
         if isinstance(request, System):
@@ -165,6 +171,8 @@ class JobSupervisor(ProcessHost, Actor):
         process.runs, process.first_start_ms = runs, first_start_ms
         self.processes[command.id] = process
         self.jobs.add(policy.spec(command.id))
+        for call in self.pending_subscriptions.pop(command.id, []):
+            self._subscribe(process, call)
         if command.queue:
             waiting = self.queues.setdefault(command.queue, deque())
             if command.queue in self.queue_owner:
@@ -350,7 +358,36 @@ class JobSupervisor(ProcessHost, Actor):
         return True
 
     def handle_core_subscribe(self, request: Subscribe, call: Call) -> Any:
-        target = self._job(request.id)
+        if request.id not in self.processes:
+            self._take_jobs()  # a delivery already on the consumer thread's side is taken first
+        if request.id not in self.processes and self._accepted_not_taken(request.id):
+            self.pending_subscriptions.setdefault(request.id, []).append(call)
+            self.after(PENDING_SUBSCRIPTION, "_pending_expired", request.id, call.command.id)
+            return DEFERRED
+        return self._subscribe(self._job(request.id), call)
+
+    def _accepted_not_taken(self, job_id: str) -> bool:
+        """Accepted by the gateway (its flag exists) and without a result yet: on its way to us."""
+        if job_id in self.finished:
+            return False
+        try:
+            pipe = self.outbox.conn.pipeline(transaction=False)
+            pipe.exists(flag_key(job_id))
+            pipe.exists(result_key(job_id))
+            flagged, ended = pipe.execute()
+        except (redis.RedisError, OSError):
+            return False
+        return bool(flagged) and not ended
+
+    def _pending_expired(self, job_id: str, subscriber: str) -> None:
+        waiting = self.pending_subscriptions.get(job_id, [])
+        for call in [c for c in waiting if c.command.id == subscriber]:
+            waiting.remove(call)
+            self.reply(call, error=NotFound(f"no job {job_id!r}"), sender=self._reply_address(call))
+        if not waiting:
+            self.pending_subscriptions.pop(job_id, None)
+
+    def _subscribe(self, target: ProcessActor, call: Call) -> Any:
         subscriber = call.command.id
 
         def forward(message: Message, flags: int) -> None:
@@ -366,6 +403,13 @@ class JobSupervisor(ProcessHost, Actor):
 
     def _end_subscription(self, subscriber: str) -> bool:
         """job.kill of a core.subscribe job: it stops following and ends now."""
+        for target, waiting in self.pending_subscriptions.items():
+            for call in waiting:
+                if call.command.id == subscriber:
+                    waiting.remove(call)
+                    self.reply(call, {"id": target, "state": "unsubscribed"},
+                               sender=self._reply_address(call))
+                    return True
         for target, subscriptions in self.subscriptions.items():
             for entry in subscriptions:
                 call, sender, sub_id = entry
@@ -386,7 +430,8 @@ class JobSupervisor(ProcessHost, Actor):
 
     def node_info(self) -> dict[str, Any]:
         return {"jobs": len(self.processes), "queues": {q: len(w) for q, w in self.queues.items()},
-                "outbox": len(self.outbox)}
+                "outbox": len(self.outbox),
+                "pending_subscriptions": sum(len(w) for w in self.pending_subscriptions.values())}
 
     def light_nodes(self) -> list[dict[str, Any]]:
         return [p.node() for p in self.processes.values()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
 
 import attrs
@@ -240,6 +241,63 @@ def test_subscribe_follows_a_running_job(r):
     assert res["state"] == "SUCCESS"
     texts = [e["message"]["message"] for e in stream(r, sub)]
     assert "two" in texts
+
+
+def test_subscribe_sent_with_its_job_waits_for_it(r):
+    # The job and its subscription in one pipeline: the subscription (a call) may reach the
+    # JobSupervisor before the job (through its queue) does.
+    for _ in range(10):
+        job, sub = str(uuid.uuid4()), str(uuid.uuid4())
+        pipe = r.pipeline(transaction=False)
+        pipe.rpush("core:default", json.dumps({"id": job, "command": "bash",
+                                               "arguments": {"script": "echo hello; sleep 0.2; echo bye"}}))
+        pipe.rpush("core:default", json.dumps({"id": sub, "command": "core.subscribe",
+                                               "arguments": {"id": job}, "stream": True}))
+        pipe.execute()
+        res = result(r, sub)
+        assert res["state"] == "SUCCESS", res
+        assert json.loads(res["data"]) == {"id": job, "state": "SUCCESS"}
+        assert "bye" in [e["message"]["message"] for e in stream(r, sub)]
+
+
+def test_a_subscription_that_came_first_is_attached_when_its_job_arrives(r):
+    # That order, forced: the job's flag as the gateway's step writes it, the subscription, and
+    # only once the JobSupervisor holds the subscription, the job itself in its queue.
+    def pending() -> int:
+        return json.loads(call(r, "actor.tree", {"path": "/jobs"})["data"])["pending_subscriptions"]
+
+    job = str(uuid.uuid4())
+    r.rpush(f"result:{job}:flag", "")
+    sub = push(r, "core.subscribe", {"id": job}, stream=True)
+    wait_for(lambda: pending() == 1, what="the subscription held")
+    r.lpush("g8os:jobs:queue", json.dumps({"id": job, "command": "bash",
+                                           "arguments": {"script": "echo early; sleep 0.2; echo late"}}))
+    res = result(r, sub)
+    assert res["state"] == "SUCCESS", res
+    assert json.loads(res["data"]) == {"id": job, "state": "SUCCESS"}
+    assert [e["message"]["message"] for e in stream(r, sub)][:2] == ["early", "late"]
+    assert "late" in result(r, job)["streams"][0]
+    assert pending() == 0
+
+
+def test_subscribe_to_an_unknown_job_is_404_at_once(r):
+    started = time.monotonic()
+    assert call(r, "core.subscribe", {"id": "no-such-job"})["code"] == 404
+    assert time.monotonic() - started < 2
+
+
+def test_subscribe_to_an_accepted_job_that_never_comes_is_404_in_the_end(r):
+    # The job's flag without the job: what a job lost between the gateway and the JobSupervisor
+    # would look like. The subscription waits for it a while, then says it does not exist.
+    ghost = str(uuid.uuid4())
+    r.rpush(f"result:{ghost}:flag", "")
+    try:
+        started = time.monotonic()
+        res = call(r, "core.subscribe", {"id": ghost}, timeout=20)
+        assert res["code"] == 404 and ghost in res["data"]
+        assert 4 <= time.monotonic() - started < 15
+    finally:
+        r.delete(f"result:{ghost}:flag")
 
 
 def test_info_commands(r):
