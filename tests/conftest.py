@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,12 @@ from typing import Any
 
 import attrs
 import pytest
+
+# A shell starts a background job (`make test &`, nohup) with SIGINT and SIGQUIT ignored, and
+# every process the tests start would inherit that: the Ctrl-C tests of the CLI and the examples
+# would then wait in vain. Handled signals are reset to their defaults by exec, ignored ones are not.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @attrs.frozen
