@@ -66,8 +66,9 @@ class BootedNode:
             wait_for(lambda: self.lines(name) == expected, timeout=timeout, interval=0.1,
                      what=f"{name} == {expected}")
         except TimeoutError:
-            log = self.log_file.read_text(errors="replace").splitlines()[-80:] if self.log_file.exists() else []
-            pytest.fail(f"{name} holds {self.lines(name)}, not {expected}; core0.log ends:\n" + "\n".join(log))
+            log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+            tail = "\n".join(log.splitlines()[-80:])
+            pytest.fail(f"{name} holds {self.lines(name)}, not {expected}; core0.log ends:\n{tail}")
 
 
 @contextlib.contextmanager
