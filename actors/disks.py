@@ -30,6 +30,31 @@ from typing import Any
 from g8os.actors.base import DEFERRED, Actor
 from g8os.actors.disk import DiskActor, DiskOp
 from g8os.actors.supervision import Backoff, Strategy, Supervisor, SupFlags
+from g8os.messages.btrfs import (
+    BtrfsCreate,
+    BtrfsDeviceAdd,
+    BtrfsDeviceRemove,
+    BtrfsInfo,
+    BtrfsList,
+    BtrfsSubvolCreate,
+    BtrfsSubvolDelete,
+    BtrfsSubvolList,
+    BtrfsSubvolQuota,
+    BtrfsSubvolSnapshot,
+)
+from g8os.messages.disk import (
+    DiskGetinfo,
+    DiskList,
+    DiskMkfs,
+    DiskMkpart,
+    DiskMktable,
+    DiskMount,
+    DiskMounts,
+    DiskProtect,
+    DiskRmpart,
+    DiskUmount,
+    DiskUnprotect,
+)
 from g8os.messages.errors import (
     FailedPrecondition,
     G8Error,
@@ -621,12 +646,12 @@ class DiskSupervisor(Actor):
             row["operation"] = actor.current.command if actor and actor.current else None
         return rows
 
-    def handle_disk_list(self, request: Any, call: Call) -> Any:
+    def handle_disk_list(self, request: DiskList, call: Call) -> Any:
         self._rescan()
         names = sorted(n for n, a in self.disks.items() if not a.gone)
         return {"blockdevices": self._rows(names) if names else []}
 
-    def handle_disk_getinfo(self, request: Any, call: Call) -> Any:
+    def handle_disk_getinfo(self, request: DiskGetinfo, call: Call) -> Any:
         disk = self._whole(request.disk)
         policy = self._policy()
         size = blockdev.size_bytes(disk)
@@ -645,13 +670,13 @@ class DiskSupervisor(Actor):
         if blockdev.disk_of(part) != disk or part == disk:
             raise NotFound(f"{part} is not a partition of {disk}")
         child = next((c for c in row.get("children") or [] if c.get("name") == part), {"name": part})
-        start = blockdev._read_int(blockdev.SYS_BLOCK / part / "start") * 512
+        start = blockdev.start_bytes(part)
         length = blockdev.size_bytes(part)
         child.update(start=start, end=start + length - 1, size=length, blocksize=block,
                      number=blockdev.partition_number(part), free=[])
         return child
 
-    def handle_disk_mounts(self, request: Any, call: Call) -> Any:
+    def handle_disk_mounts(self, request: DiskMounts, call: Call) -> Any:
         found: dict[str, list[dict[str, Any]]] = {}
         for mount in blockdev.mounts():
             options: dict[str, str] = {}
@@ -663,16 +688,16 @@ class DiskSupervisor(Actor):
                 {"mountpoint": mount.mountpoint, "filesystem": mount.fstype, "options": options})
         return found
 
-    def handle_btrfs_list(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_list(self, request: BtrfsList, call: Call) -> Any:
         return btrfsfs.pools(self._openable(self._policy()))
 
-    def handle_btrfs_info(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_info(self, request: BtrfsInfo, call: Call) -> Any:
         btrfsfs.pool_at(request.mountpoint)
         if not os.path.exists(request.mountpoint):
             raise NotFound(f"{request.mountpoint} does not exist")
         return btrfsfs.info(request.mountpoint)
 
-    def handle_btrfs_subvol_list(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_subvol_list(self, request: BtrfsSubvolList, call: Call) -> Any:
         if not os.path.exists(request.path):
             raise NotFound(f"{request.path} does not exist")
         btrfsfs.pool_at(request.path)
@@ -680,7 +705,7 @@ class DiskSupervisor(Actor):
 
     # ---- protection marks --------------------------------------------------------------------
 
-    def handle_disk_protect(self, request: Any, call: Call) -> Any:
+    def handle_disk_protect(self, request: DiskProtect, call: Call) -> Any:
         name = self._name(request.disk, "disk")
         self._known(name)
         self.marks[name] = blockdev.identity(name)
@@ -689,7 +714,7 @@ class DiskSupervisor(Actor):
         self.emit("/disk/protected", self._child_path(blockdev.disk_of(name)), device=name)
         return {"disk": blockdev.dev_path(name), "protected": True}
 
-    def handle_disk_unprotect(self, request: Any, call: Call) -> Any:
+    def handle_disk_unprotect(self, request: DiskUnprotect, call: Call) -> Any:
         name = self._name(request.disk, "disk")
         if name not in self.marks:
             reason = blockdev.rule_protection(name, self._policy())
@@ -703,31 +728,31 @@ class DiskSupervisor(Actor):
 
     # ---- changes -------------------------------------------------------------------------------
 
-    def handle_disk_mktable(self, request: Any, call: Call) -> Any:
+    def handle_disk_mktable(self, request: DiskMktable, call: Call) -> Any:
         disk = self._whole(request.disk)
         self._gate([disk])
         return self._submit(call, (disk,), {"disk": disk, "table_type": request.table_type,
                                             "force": request.force})
 
-    def handle_disk_mkpart(self, request: Any, call: Call) -> Any:
+    def handle_disk_mkpart(self, request: DiskMkpart, call: Call) -> Any:
         disk = self._whole(request.disk)
         self._gate([disk])
         return self._submit(call, (disk,), {"disk": disk, "start": request.start, "end": request.end,
                                             "part_type": request.part_type})
 
-    def handle_disk_rmpart(self, request: Any, call: Call) -> Any:
+    def handle_disk_rmpart(self, request: DiskRmpart, call: Call) -> Any:
         disk = self._whole(request.disk)
         self._gate([disk])
         return self._submit(call, (disk,), {"disk": disk, "number": request.number})
 
-    def handle_disk_mkfs(self, request: Any, call: Call) -> Any:
+    def handle_disk_mkfs(self, request: DiskMkfs, call: Call) -> Any:
         name = self._name(request.disk, "disk")
         disk = self._known(name)
         self._gate([name])
         return self._submit(call, (disk,), {"disk": name, "fstype": request.fstype, "label": request.label,
                                             "overwrite": request.overwrite})
 
-    def handle_disk_mount(self, request: Any, call: Call) -> Any:
+    def handle_disk_mount(self, request: DiskMount, call: Call) -> Any:
         name = self._name(request.source, "source")
         self._known(name)
         policy = self._gate([name], use=False)
@@ -740,7 +765,7 @@ class DiskSupervisor(Actor):
                                                              "options": request.options,
                                                              "reserved": self._reserved()})
 
-    def handle_disk_umount(self, request: Any, call: Call) -> Any:
+    def handle_disk_umount(self, request: DiskUmount, call: Call) -> Any:
         chosen = diskops.umount_targets(request.source, self._policy())
         names: list[str] = []
         for mount in chosen:
@@ -749,7 +774,7 @@ class DiskSupervisor(Actor):
             names += list(pool.devices) if pool else [device] if device else []
         return self._submit(call, self._disks_of(names), {"source": request.source})
 
-    def handle_btrfs_create(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_create(self, request: BtrfsCreate, call: Call) -> Any:
         names = [self._name(d, f"devices[{i}]") for i, d in enumerate(request.devices)]
         disks = self._disks_of(names)
         self._gate(names)
@@ -764,14 +789,14 @@ class DiskSupervisor(Actor):
         self._gate(pool.devices, use=False)
         return pool, list(pool.devices)
 
-    def handle_btrfs_device_add(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_device_add(self, request: BtrfsDeviceAdd, call: Call) -> Any:
         _pool, members = self._pool_disks(request.mountpoint, "mountpoint")
         names = [self._name(d, f"devices[{i}]") for i, d in enumerate(request.devices)]
         self._gate(names)
         return self._submit(call, self._disks_of([*members, *names]), {
             "mountpoint": request.mountpoint, "devices": names, "force": request.force})
 
-    def handle_btrfs_device_remove(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_device_remove(self, request: BtrfsDeviceRemove, call: Call) -> Any:
         pool, members = self._pool_disks(request.mountpoint, "mountpoint")
         names = [self._name(d, f"devices[{i}]") for i, d in enumerate(request.devices)]
         for name in names:
@@ -784,16 +809,16 @@ class DiskSupervisor(Actor):
         _pool, members = self._pool_disks(path, "path")
         return self._submit(call, self._disks_of(members), args)
 
-    def handle_btrfs_subvol_create(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_subvol_create(self, request: BtrfsSubvolCreate, call: Call) -> Any:
         return self._on_pool(call, request.path, {"path": request.path})
 
-    def handle_btrfs_subvol_delete(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_subvol_delete(self, request: BtrfsSubvolDelete, call: Call) -> Any:
         return self._on_pool(call, request.path, {"path": request.path})
 
-    def handle_btrfs_subvol_quota(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_subvol_quota(self, request: BtrfsSubvolQuota, call: Call) -> Any:
         return self._on_pool(call, request.path, {"path": request.path, "limit": request.limit})
 
-    def handle_btrfs_subvol_snapshot(self, request: Any, call: Call) -> Any:
+    def handle_btrfs_subvol_snapshot(self, request: BtrfsSubvolSnapshot, call: Call) -> Any:
         return self._on_pool(call, request.source, {"source": request.source,
                                                     "destination": request.destination,
                                                     "read_only": request.read_only})

@@ -24,6 +24,7 @@ import redis
 from g8os.actors.base import Actor
 from g8os.messages.aggregator import AggregatorQuery
 from g8os.messages.errors import FailedPrecondition, InvalidArgument, NotFound
+from g8os.messages.info import InfoCpu, InfoDisk, InfoMem, InfoNic, InfoOs, InfoPort, InfoVersion
 from g8os.messages.internal import Call, Metrics
 from g8os.messages.process import ProcessKill, ProcessList
 from g8os.system import info, processes
@@ -130,27 +131,27 @@ class StatsActor(Actor):
     def handle_aggregator_query(self, request: AggregatorQuery, call: Call) -> Any:
         return self.aggregator.query(request.key, request.tags)
 
-    def handle_info_cpu(self, request: Any, call: Call) -> Any:
+    def handle_info_cpu(self, request: InfoCpu, call: Call) -> Any:
         return info.cpu()
 
-    def handle_info_mem(self, request: Any, call: Call) -> Any:
+    def handle_info_mem(self, request: InfoMem, call: Call) -> Any:
         return info.mem()
 
-    def handle_info_disk(self, request: Any, call: Call) -> Any:
+    def handle_info_disk(self, request: InfoDisk, call: Call) -> Any:
         return info.disk()
 
-    def handle_info_nic(self, request: Any, call: Call) -> Any:
+    def handle_info_nic(self, request: InfoNic, call: Call) -> Any:
         with in_netns(self.node_netns):
             return info.nic()
 
-    def handle_info_os(self, request: Any, call: Call) -> Any:
+    def handle_info_os(self, request: InfoOs, call: Call) -> Any:
         return info.os_info()
 
-    def handle_info_port(self, request: Any, call: Call) -> Any:
+    def handle_info_port(self, request: InfoPort, call: Call) -> Any:
         with in_netns(self.node_netns):
             return info.port()
 
-    def handle_info_version(self, request: Any, call: Call) -> Any:
+    def handle_info_version(self, request: InfoVersion, call: Call) -> Any:
         return info.version()
 
     def handle_process_list(self, request: ProcessList, call: Call) -> Any:

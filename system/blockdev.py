@@ -158,6 +158,11 @@ def size_bytes(name: str) -> int:
     return _read_int(SYS_BLOCK / name / "size") * 512
 
 
+def start_bytes(name: str) -> int:
+    """Where a partition starts on its disk (/sys gives 512-byte sectors here too)."""
+    return _read_int(SYS_BLOCK / name / "start") * 512
+
+
 def logical_block_size(name: str) -> int:
     return _read_int(SYS_BLOCK / disk_of(name) / "queue" / "logical_block_size") or 512
 

@@ -205,7 +205,7 @@ def sync_kernel(disk: str) -> None:
     have = {blockdev.partition_number(n): n for n in blockdev.partitions(disk)}
     for number, name in sorted(have.items()):
         part = wanted.get(number)
-        start = blockdev._read_int(blockdev.SYS_BLOCK / name / "start") * 512
+        start = blockdev.start_bytes(name)
         if part is None or part["start"] != start or part["size"] != blockdev.size_bytes(name):
             blockdev.run(["partx", "-d", "--nr", str(number), path], check=False)
     present = {blockdev.partition_number(n) for n in blockdev.partitions(disk)}
