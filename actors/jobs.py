@@ -29,10 +29,10 @@ from g8os.messages import registry
 from g8os.messages.command import Command, Flag, Result, State, flag_key, result_key, stream_message
 from g8os.messages.config import ExtensionRequest
 from g8os.messages.core import Bash, Subscribe, System
-from g8os.messages.errors import G8Error, InvalidArgument, NotFound
-from g8os.messages.internal import ActorOp, Call
+from g8os.messages.errors import G8Error, InvalidArgument, NotFound, Unavailable
+from g8os.messages.internal import ActorOp, Call, CallReply
 from g8os.messages.job import JobKill, JobKillAll, JobList, JobUnschedule
-from g8os.system import bootconfig
+from g8os.system import bootconfig, redis_server
 from g8os.system.output import Message, parse_statsd
 from g8os.system.redisconn import JOB_INFLIGHT, JOB_QUEUE, Outbox, QueueConsumer, connect
 
@@ -41,6 +41,7 @@ FINISHED_MEMORY = 10_000
 # How long a core.subscribe to a job accepted but not yet taken from JOB_QUEUE waits for it. The
 # subscription travels as a call and the job through Redis: nothing orders the two.
 PENDING_SUBSCRIPTION = 5.0
+SUBSCRIBED = "subscribed:"   # the corr of a core.subscribe passed on to the ServiceSupervisor
 
 
 class JobSupervisor(ProcessHost, Actor):
@@ -50,13 +51,17 @@ class JobSupervisor(ProcessHost, Actor):
 
     def on_start(self) -> bool:
         self.init_host(Path(self.config.runtime_dir) / "jobs")
-        bootconfig.install(bootconfig.current(self.config.config_dir))  # extension commands
+        boot = bootconfig.current(self.config.config_dir)
+        bootconfig.install(boot)  # extension commands
+        # core.subscribe and job.kill of these go to the ServiceSupervisor, which runs them
+        self.service_ids = {redis_server.SERVICE, *(s.id for s in boot.startup)}
         self.jobs = Supervisor(self.flags, ())
         self.outbox = Outbox(connect(self.config.redis))
         self.queues: dict[str, deque[ProcessActor]] = {}
         self.queue_owner: dict[str, str] = {}
-        self.subscriptions: dict[str, list[tuple[Call, Any, str]]] = {}
         self.pending_subscriptions: dict[str, list[Call]] = {}   # job id → calls waiting for it
+        self.relayed: dict[str, tuple[Call, Any]] = {}  # corr → (call passed to /services, whom to answer)
+        self._services_seen = self.directory.get("services")
         self._retry_pending = False
         self.unpublished: set[str] = set()   # jobs whose record holds a result not yet in Redis
         # Ids of jobs that ended lately: a job re-sent after a gateway or JobSupervisor restart
@@ -153,7 +158,7 @@ class JobSupervisor(ProcessHost, Actor):
         self.drop_record(command.id)
         self.finished[command.id] = None
         for call in self.pending_subscriptions.pop(command.id, []):
-            self.reply(call, {"id": command.id, "state": str(result.state)}, sender=self._reply_address(call))
+            self.reply(call, {"id": command.id, "state": str(result.state)}, sender=self.reply_address(call))
 
     def _accept(self, command: Command, request: Any, *, runs: int = 0, first_start_ms: int = 0) -> None:
         if isinstance(request, System):
@@ -172,7 +177,7 @@ class JobSupervisor(ProcessHost, Actor):
         self.processes[command.id] = process
         self.jobs.add(policy.spec(command.id))
         for call in self.pending_subscriptions.pop(command.id, []):
-            self._subscribe(process, call)
+            self.subscribe(process, call)
         if command.queue:
             waiting = self.queues.setdefault(command.queue, deque())
             if command.queue in self.queue_owner:
@@ -270,8 +275,7 @@ class JobSupervisor(ProcessHost, Actor):
             self.save_record(process, result=result.to_json())
             self.unpublished.add(process.name)
         self.emit("/job/end", process.path, state=str(result.state), code=result.code)
-        for call, sender, _subscriber in self.subscriptions.pop(process.name, []):
-            self.reply(call, {"id": process.name, "state": str(result.state)}, sender=sender)
+        self.end_subscriptions(process.name, str(result.state))
         queue = process.command.queue
         if queue and self.queue_owner.get(queue) == process.name:
             del self.queue_owner[queue]
@@ -330,8 +334,10 @@ class JobSupervisor(ProcessHost, Actor):
         return [_job_info(p) for p in processes]
 
     def handle_job_kill(self, request: JobKill, call: Call) -> bool:
-        if request.id not in self.processes and self._end_subscription(request.id):
-            return True
+        if request.id not in self.processes:
+            ended = self._end_subscription(request.id, call)
+            if ended is not None:
+                return ended
         process = self._job(request.id)
         if process.state == "running":
             return process.kill(request.signal, as_state=State.KILLED,
@@ -360,11 +366,40 @@ class JobSupervisor(ProcessHost, Actor):
     def handle_core_subscribe(self, request: Subscribe, call: Call) -> Any:
         if request.id not in self.processes:
             self._take_jobs()  # a delivery already on the consumer thread's side is taken first
+        if request.id not in self.processes and request.id in self.service_ids:
+            return self._to_services(call, f"{SUBSCRIBED}{call.command.id}")
         if request.id not in self.processes and self._accepted_not_taken(request.id):
             self.pending_subscriptions.setdefault(request.id, []).append(call)
             self.after(PENDING_SUBSCRIPTION, "_pending_expired", request.id, call.command.id)
             return DEFERRED
-        return self._subscribe(self._job(request.id), call)
+        return self.subscribe(self._job(request.id), call)
+
+    def _to_services(self, call: Call, corr: str) -> Any:
+        """A command about a startup service (the ServiceSupervisor runs those) is passed on; its
+        answer comes back through us (call_reply). A subscription is passed on again to a
+        restarted ServiceSupervisor (on_directory): it follows the service's next run."""
+        services = self.directory.get("services")
+        if services is None:
+            raise Unavailable("the service supervisor is not reachable (restarting?); try again")
+        self.relayed[corr] = (call, self.reply_address(call))
+        self.send(services, Call(call.command, call.request, reply_to=self.myAddress, corr=corr))
+        return DEFERRED
+
+    def call_reply(self, msg: CallReply, sender: Any) -> None:
+        entry = self.relayed.pop(msg.corr, None)
+        if entry is not None:
+            self.send(entry[1], msg)
+
+    def on_directory(self) -> None:
+        services = self.directory.get("services")
+        if services is None or services == self._services_seen:
+            return
+        self._services_seen = services
+        for corr, (call, _reply_to) in list(self.relayed.items()):
+            if corr.startswith(SUBSCRIBED):
+                self.send(services, Call(call.command, call.request, reply_to=self.myAddress, corr=corr))
+            else:
+                del self.relayed[corr]  # its answer died with the old incarnation: the gateway says 503
 
     def _accepted_not_taken(self, job_id: str) -> bool:
         """Accepted by the gateway (its flag exists) and without a result yet: on its way to us."""
@@ -383,48 +418,23 @@ class JobSupervisor(ProcessHost, Actor):
         waiting = self.pending_subscriptions.get(job_id, [])
         for call in [c for c in waiting if c.command.id == subscriber]:
             waiting.remove(call)
-            self.reply(call, error=NotFound(f"no job {job_id!r}"), sender=self._reply_address(call))
+            self.reply(call, error=NotFound(f"no job {job_id!r}"), sender=self.reply_address(call))
         if not waiting:
             self.pending_subscriptions.pop(job_id, None)
 
-    def _subscribe(self, target: ProcessActor, call: Call) -> Any:
-        subscriber = call.command.id
-
-        def forward(message: Message, flags: int) -> None:
-            self.outbox.stream(subscriber, [stream_message(
-                target.container, target.name, message.text, message.level, flags, message.epoch_ns)])
-
-        forward.subscriber = subscriber  # type: ignore[attr-defined]
-        for message in target.recent:
-            forward(message, 0)
-        target.followers.append(forward)
-        self.subscriptions.setdefault(target.name, []).append((call, self._reply_address(call), subscriber))
-        return DEFERRED
-
-    def _end_subscription(self, subscriber: str) -> bool:
-        """job.kill of a core.subscribe job: it stops following and ends now."""
+    def _end_subscription(self, subscriber: str, call: Call) -> Any:
+        """job.kill of a core.subscribe job: it stops following and ends now. None: `subscriber`
+        is not a subscription."""
         for target, waiting in self.pending_subscriptions.items():
-            for call in waiting:
-                if call.command.id == subscriber:
-                    waiting.remove(call)
-                    self.reply(call, {"id": target, "state": "unsubscribed"},
-                               sender=self._reply_address(call))
+            for pending in waiting:
+                if pending.command.id == subscriber:
+                    waiting.remove(pending)
+                    self.reply(pending, {"id": target, "state": "unsubscribed"},
+                               sender=self.reply_address(pending))
                     return True
-        for target, subscriptions in self.subscriptions.items():
-            for entry in subscriptions:
-                call, sender, sub_id = entry
-                if sub_id == subscriber:
-                    subscriptions.remove(entry)
-                    watched = self.processes.get(target)
-                    if watched is not None:
-                        watched.followers = [f for f in watched.followers
-                                             if getattr(f, "subscriber", None) != subscriber]
-                    self.reply(call, {"id": target, "state": "unsubscribed"}, sender=sender)
-                    return True
-        return False
-
-    def _reply_address(self, call: Call) -> Any:
-        return call.reply_to or self.directory.get("gateway")
+        if f"{SUBSCRIBED}{subscriber}" in self.relayed:  # it follows a service
+            return self._to_services(call, f"kill:{call.command.id}")
+        return True if self.end_subscription(subscriber) else None
 
     # ---- introspection -------------------------------------------------------------------------
 

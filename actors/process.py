@@ -18,9 +18,11 @@ from typing import Any
 
 import attrs
 
+from g8os.actors.base import DEFERRED
 from g8os.actors.supervision import ChildSpec, Restart
 from g8os.messages.command import Command, Flag, Level, Result, State, now_ms, stream_message
 from g8os.messages.errors import G8Error, NotFound
+from g8os.messages.internal import Call
 from g8os.system import spawn as spawner
 from g8os.system.journal import Journal
 from g8os.system.output import JobOutput, Message
@@ -221,6 +223,8 @@ class ProcessHost:
 
     def init_host(self, records_dir: Path | None) -> None:
         self.processes: dict[str, ProcessActor] = {}
+        # core.subscribe calls by watched name: (call, whom to answer, subscriber id)
+        self.subscriptions: dict[str, list[tuple[Call, Any, str]]] = {}
         self.by_pid: dict[int, ProcessActor] = {}
         self.by_fd: dict[int, ProcessActor] = {}
         # One append-only journal per host (on a tmpfs): a record costs one write(2).
@@ -268,6 +272,51 @@ class ProcessHost:
         if process is not None and process.generation == generation and process.state == "running":
             process.kill(signal.SIGKILL, as_state=State.TIMEOUT,
                          reason=f"max_time of {process.policy.max_time}s exceeded")
+
+    # ---- core.subscribe: a process's output copied to a subscriber's stream -------------------
+
+    def subscribe(self, target: ProcessActor, call: Call, *, replay: bool = True) -> Any:
+        """Copy `target`'s recent and coming output to the stream of the subscribing command; it
+        is answered when the process ends for good (end_subscriptions) or is unsubscribed."""
+        subscriber = call.command.id
+        outbox = self.outbox  # type: ignore[attr-defined]
+
+        def forward(message: Message, flags: int) -> None:
+            outbox.stream(subscriber, [stream_message(
+                target.container, target.name, message.text, message.level, flags, message.epoch_ns)])
+
+        forward.subscriber = subscriber  # type: ignore[attr-defined]
+        for message in target.recent if replay else ():
+            forward(message, 0)
+        target.followers.append(forward)
+        self.subscriptions.setdefault(target.name, []).append((call, self.reply_address(call), subscriber))
+        return DEFERRED
+
+    def end_subscriptions(self, name: str, state: str) -> None:
+        """`name` ended for good: each of its subscriptions gets its answer."""
+        for call, sender, _subscriber in self.subscriptions.pop(name, []):
+            self.reply(call, {"id": name, "state": state}, sender=sender)  # type: ignore[attr-defined]
+
+    def end_subscription(self, subscriber: str, *, answer: bool = True) -> bool:
+        """job.kill of a subscribing command: it stops following and is answered now (unless
+        not `answer`)."""
+        for target, subscriptions in self.subscriptions.items():
+            for entry in subscriptions:
+                call, sender, sub_id = entry
+                if sub_id == subscriber:
+                    subscriptions.remove(entry)
+                    watched = self.processes.get(target)
+                    if watched is not None:
+                        watched.followers = [f for f in watched.followers
+                                             if getattr(f, "subscriber", None) != subscriber]
+                    if answer:
+                        self.reply(call, {"id": target, "state": "unsubscribed"},  # type: ignore[attr-defined]
+                                   sender=sender)
+                    return True
+        return False
+
+    def reply_address(self, call: Call) -> Any:
+        return call.reply_to or self.directory.get("gateway")  # type: ignore[attr-defined]
 
     # hooks the host implements
     def process_message(self, process: ProcessActor, message: Message, flags: int) -> None: ...

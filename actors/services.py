@@ -31,8 +31,10 @@ from g8os.actors.process import Policy, ProcessActor, ProcessHost
 from g8os.actors.supervision import Action, Backoff, Strategy, Supervisor, SupFlags
 from g8os.messages.command import Command, Result, State, flag_key, result_key
 from g8os.messages.config import ConfigGet
+from g8os.messages.core import Subscribe
 from g8os.messages.errors import G8Error, NotFound
 from g8os.messages.internal import ActorOp, Call
+from g8os.messages.job import JobKill
 from g8os.system import bootconfig, redis_server
 from g8os.system import spawn as spawner
 from g8os.system.bootconfig import CONDITION_TIMEOUT, PSEUDO_DEPENDENCIES, Startup
@@ -42,7 +44,7 @@ from g8os.system.redisconn import Outbox, connect
 READY_POLL = 0.02
 READY_TIMEOUT = 10.0
 PROTECTED = Backoff(initial=0.5, factor=1.5, cap=60.0, reset_after=10.0)
-REDIS = "redis"
+REDIS = redis_server.SERVICE
 RETRY_FLUSH = 0.2
 # At shutdown each startup service gets SIGTERM and this long to exit before SIGKILL, and all of
 # them together this long: the root kills this actor 10 s after asking it to stop, and
@@ -262,6 +264,7 @@ class ServiceSupervisor(ProcessHost, Actor):
         self._reset_job(name)
         # 412: a precondition of the service does not hold.
         self.outbox.result(Result.failure(unit.process.command, code=412, message=reason, critical=reason))
+        self.end_subscriptions(name, str(State.ERROR))
         self.emit(f"/service/{status}", unit.process.path, reason=reason)
         self.log(f"{name} {status}: {reason}")
         self._advance()
@@ -279,6 +282,7 @@ class ServiceSupervisor(ProcessHost, Actor):
             unit.status = "failed"
             unit.reason = process.last_error or result.critical or f"{result.state} ({result.code})"
         self.outbox.result(result)
+        self.end_subscriptions(name, str(result.state))
         self.emit("/service/ended", process.path, state=str(result.state), code=result.code,
                   reason=unit.reason)
         self.log(f"{name} {unit.status}" + (f": {unit.reason}" if unit.reason else ""))
@@ -415,6 +419,23 @@ class ServiceSupervisor(ProcessHost, Actor):
                 if not process.pid:
                     return
                 time.sleep(0.01)
+
+    # ---- core.subscribe and its job.kill, passed on by the JobSupervisor ----------------------
+
+    def handle_core_subscribe(self, request: Subscribe, call: Call) -> Any:
+        process = self.processes.get(request.id)
+        if process is None:
+            raise NotFound(f"no service {request.id!r}")
+        # The same subscription again: the JobSupervisor restarted and passed it on once more.
+        # It goes on where it was, without the recent output a second time.
+        again = self.end_subscription(call.command.id, answer=False)
+        return self.subscribe(process, call, replay=not again)
+
+    def handle_job_kill(self, request: JobKill, call: Call) -> bool:
+        """Only for the subscriptions to a service (a service is stopped by actor.kill)."""
+        if self.end_subscription(request.id):
+            return True
+        raise NotFound(f"no subscription {request.id!r} to a service")
 
     # ---- config.get ------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+SERVICE = "redis"   # its service id under the ServiceSupervisor (/services/redis)
+
 
 def binary() -> str:
     found = shutil.which("redis-server") or "/usr/bin/redis-server"

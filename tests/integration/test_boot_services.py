@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 import pytest
 import redis
-from wire import call, host_pid, wait_for
+from wire import call, host_pid, push, result, stream, wait_for
 
 from g8os.boot import sandbox
 from g8os.client import Client
@@ -193,8 +193,16 @@ args = {who = "boot", stdin = "piped in"}
 running_delay = -1
 """
 
+FOLLOWED = """
+[startup.talker]
+name = "sh"
+args = ["-c", '''echo hello; echo "warn" >&2
+while [ ! -e @DIR@/finish ]; do sleep 0.1; done; echo bye''']
+running_delay = -1
+"""
+
 FILES = {"order.toml": ORDER, "failing.toml": FAILING, "conditions.toml": CONDITIONS,
-         "protected.toml": PROTECTED, "extensions.toml": EXTENSIONS}
+         "protected.toml": PROTECTED, "extensions.toml": EXTENSIONS, "followed.toml": FOLLOWED}
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +345,7 @@ def test_config_get(boot):
     order = [s["id"] for s in document["startup"]]
     assert order.index("first") < order.index("second") < order.index("third") < order.index("fourth")
     assert set(order) == {"first", "second", "third", "fourth", "broken", "needs_broken", "needs_needs",
-                          "cond_yes", "cond_no", "after_cond_no", "guard", "flapper", "greeter"}
+                          "cond_yes", "cond_no", "after_cond_no", "guard", "flapper", "greeter", "talker"}
     guard = next(s for s in document["startup"] if s["id"] == "guard")
     assert guard["file"] == "protected.toml" and guard["protected"] is True and guard["args"] == ["1000"]
     assert [e["name"] for e in document["extensions"]] == ["greet"]
@@ -365,6 +373,62 @@ def test_services_in_the_actor_tree(boot):
         ("/services/first", "service", "light", "running")
     inspect = json.loads(call(boot.redis(), "actor.inspect", {"path": "/services/second"})["data"])
     assert any(m["text"] == "second is READY" for m in inspect["recent"])
+
+
+def test_a_service_is_followed_like_a_job(boot):
+    # core.subscribe reaches the JobSupervisor, which passes a service's id on to the
+    # ServiceSupervisor: its recent output at once, then what it prints, until it ends.
+    r = boot.redis()
+    wait_for(lambda: boot.service("talker")["state"] == "starting", timeout=30, what="talker started")
+    sub = push(r, "core.subscribe", {"id": "talker"}, stream=True)
+    wait_for(lambda: len(stream(r, sub)) >= 2, timeout=20, what="the recent output replayed")
+    (boot.work / "finish").touch()
+    res = result(r, sub, timeout=30)
+    assert res["state"] == "SUCCESS", res
+    assert json.loads(res["data"]) == {"id": "talker", "state": "SUCCESS"}
+    lines = [(e["message"]["message"], e["message"]["meta"] >> 16) for e in stream(r, sub)]
+    # stdout and stderr are two pipes: which of the first two lines is read first is not fixed
+    assert sorted(lines[:2]) == [("hello", 1), ("warn", 2)] and lines[2] == ("bye", 1), lines
+    assert boot.service("talker")["state"] == "done"
+
+
+def test_following_a_service_ends_with_job_kill_and_the_cli_shows_its_output(boot):
+    r = boot.redis()
+    sub = push(r, "core.subscribe", {"id": "second"}, stream=True)
+    wait_for(lambda: any(e["message"]["message"] == "second is READY" for e in stream(r, sub)),
+             timeout=20, what="the recent output replayed")
+    assert call(r, "job.kill", {"id": sub})["state"] == "SUCCESS"
+    assert json.loads(result(r, sub)["data"]) == {"id": "second", "state": "unsubscribed"}
+    assert boot.service("second")["state"] == "running"  # following it did not touch it
+    assert call(r, "job.kill", {"id": sub})["code"] == 404  # once only
+    base = [sys.executable, "-m", "g8os.client.cli", "--host", boot.info["host"], "--port",
+            str(boot.info["port"]), "--password", boot.info["password"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("G8OS_")}
+    logs = subprocess.run([*base, "logs", "second"], capture_output=True, text=True, timeout=60, env=env)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.splitlines() == ["booting", "second is READY"]
+    # a job.kill of a service itself is not the way to stop it
+    assert call(r, "job.kill", {"id": "second"})["code"] == 404
+
+
+def test_following_a_service_survives_a_job_supervisor_restart(boot):
+    r = boot.redis()
+    sub = push(r, "core.subscribe", {"id": "second"}, stream=True)
+    wait_for(lambda: len(stream(r, sub)) == 2, timeout=20, what="the recent output replayed")
+    before = json.loads(call(r, "actor.tree", {"path": "/jobs"})["data"])["pid"]
+    call(r, "actor.kill", {"path": "/jobs", "signal": 9})
+
+    def jobs_back() -> bool:
+        tree = json.loads(call(r, "actor.tree", {"path": "/jobs"})["data"])
+        return tree["pid"] != before and tree["state"] == "running"
+
+    wait_for(jobs_back, timeout=60, interval=0.2, what="/jobs restarted")
+    # The gateway passed the unanswered subscription to the new JobSupervisor, which passed it
+    # to the ServiceSupervisor again: the same subscription, not a second one replaying the output.
+    assert call(r, "job.kill", {"id": sub})["state"] == "SUCCESS"
+    assert json.loads(result(r, sub)["data"]) == {"id": "second", "state": "unsubscribed"}
+    assert [e["message"]["message"] for e in stream(r, sub)][:2] == ["booting", "second is READY"]
+    assert len(stream(r, sub)) == 3  # the two lines and the end
 
 
 def test_the_cli_shows_the_configuration(boot):
@@ -479,8 +543,8 @@ running_delay = -1
 
 CRASH = """
 [startup.keep]
-name = "sleep"
-args = ["1000"]
+name = "sh"
+args = ["-c", "echo run; exec sleep 1000"]
 running_delay = 0
 
 [startup.step]
@@ -497,6 +561,10 @@ def test_a_restarted_service_supervisor_starts_the_services_afresh():
         old = psutil.Process(host_pid(node.keeper, node.service("keep")["pid"]))
         assert old.cmdline() == ["sleep", "1000"]
         supervisor = json.loads(call(node.redis(), "actor.tree", {"path": "/services"})["data"])["pid"]
+        r = node.redis()
+        follower = push(r, "core.subscribe", {"id": "keep"}, stream=True)
+        wait_for(lambda: [e["message"]["message"] for e in stream(r, follower)] == ["run"], timeout=20,
+                 what="keep's output replayed to its follower")
         call(node.redis(), "actor.kill", {"path": "/services", "signal": 9})
 
         def back_again() -> dict[str, Any] | None:
@@ -517,3 +585,10 @@ def test_a_restarted_service_supervisor_starts_the_services_afresh():
                   if _cmdline(p) == ["sleep", "1000"]]
         assert len(sleeps) == 1
         assert node.lines("steps") == ["ran", "ran"]  # the one-shot step ran again, once
+        # The follower of `keep` was passed on to the new ServiceSupervisor: it follows the new run.
+        wait_for(lambda: r.exists(f"stream:{follower}") and
+                 [e["message"]["message"] for e in stream(r, follower)] == ["run", "run"],
+                 timeout=30, what="the new run's output reached the follower")
+        assert not r.exists(f"result:{follower}")
+        assert call(r, "job.kill", {"id": follower})["state"] == "SUCCESS"
+        assert json.loads(result(r, follower)["data"]) == {"id": "keep", "state": "unsubscribed"}
