@@ -382,7 +382,20 @@ def test_a_service_is_followed_like_a_job(boot):
     wait_for(lambda: boot.service("talker")["state"] == "starting", timeout=30, what="talker started")
     sub = push(r, "core.subscribe", {"id": "talker"}, stream=True)
     wait_for(lambda: len(stream(r, sub)) >= 2, timeout=20, what="the recent output replayed")
-    (boot.work / "finish").touch()
+    base = [sys.executable, "-m", "g8os.client.cli", "--host", boot.info["host"], "--port",
+            str(boot.info["port"]), "--password", boot.info["password"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("G8OS_")}
+    cli = subprocess.Popen([*base, "logs", "-f", "talker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env)
+    try:
+        assert cli.stdout.readline() == "hello\n"  # the CLI follows it too: replayed, then waiting
+        (boot.work / "finish").touch()
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert (cli.returncode, out, err) == (0, "bye\n", "warn\n")
     res = result(r, sub, timeout=30)
     assert res["state"] == "SUCCESS", res
     assert json.loads(res["data"]) == {"id": "talker", "state": "SUCCESS"}
