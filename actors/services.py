@@ -145,8 +145,10 @@ class ServiceSupervisor(ProcessHost, Actor):
             self.ready()
         if not self.booted:
             # The startup services may use Redis (and publish their results there): they start
-            # once it answers, and only once per incarnation.
+            # once it answers, and only once per incarnation. redis-server gets its flag as they
+            # do: a running service, followed as a job (`g8os logs redis`).
             self.booted = True
+            self._reset_job(REDIS)
             self._advance()
 
     # ---- the boot: dependencies, conditions, readiness --------------------------------------

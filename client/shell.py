@@ -71,6 +71,8 @@ HISTORY_FILE = "shell_history"
 # How long a snapshot of the tree serves completion: long enough that typing a path costs one
 # actor.tree per burst of TABs, short enough that a job started a moment ago completes.
 TREE_TTL = 2.0
+# Where the actors whose output `logs` follows live: jobs, and startup services (as jobs).
+FOLLOWABLE = ("/jobs", "/services")
 
 
 def history_path(environ: dict[str, str] | None = None) -> Path:
@@ -254,16 +256,18 @@ class Shell:
         return "/" + "/".join(parts)
 
     def job_id(self, value: str | None) -> str:
-        """A job id from `JOB`: an id as is, or an actor path (absolute, relative, `.`) of a job."""
+        """A job id from `JOB`: an id as is, or an actor path (absolute, relative, `.`) of a job or
+        of a startup service (followed like a job)."""
         if value is None:
-            if _parent(self.cwd) == "/jobs":
+            if _parent(self.cwd) in FOLLOWABLE:
                 return actor_name(self.cwd)
             raise InvalidArgument("which job? give JOB, or `cd` to one first", field="JOB")
         if "/" not in value and value not in (".", ".."):
             return value
         path = self.resolve(value)
-        if _parent(path) != "/jobs":
-            raise InvalidArgument(f"{path} is not a job (jobs are /jobs/<id>)", field="JOB")
+        if _parent(path) not in FOLLOWABLE:
+            raise InvalidArgument(f"{path} is not a job or a service (/jobs/<id>, /services/<id>)",
+                                  field="JOB")
         return actor_name(path)
 
     # ----------------------------------------------------------------------------------------- output
@@ -449,10 +453,12 @@ class ShellCompleter(Completer):
             yield from self._paths(current)
         elif takes == "job":
             if "/" not in current:
-                for entry in self.shell.tree_cache.children("/jobs"):
-                    name = actor_name(entry["path"])
-                    if name.startswith(current):
-                        yield Completion(name, -len(current), display_meta=str(entry.get("state") or ""))
+                for parent in FOLLOWABLE:
+                    for entry in self.shell.tree_cache.children(parent):
+                        name = actor_name(entry["path"])
+                        if name.startswith(current):
+                            meta = " ".join(str(entry.get(key) or "") for key in ("kind", "state")).strip()
+                            yield Completion(name, -len(current), display_meta=meta)
             yield from self._paths(current, only_with_slash=True)
 
     def _paths(self, current: str, only_with_slash: bool = False) -> Iterator[Completion]:
@@ -778,7 +784,8 @@ def logs(sh: Shell, job: str | None, follow: bool) -> int:
     """Print a job's output (as `g8os logs`); with -f, follow it until the job ends.
 
     JOB is a job id, or a job's actor path (/jobs/<id>, or relative: `cd /jobs` then `logs <id>`);
-    without JOB, the current actor if it is a job. The output kept in the result if the job has
+    a startup service is followed the same way (/services/<id>, or its id); without JOB, the
+    current actor if it is a job or a service. The output kept in the result if the job has
     ended, else its recent output; -f follows it across the job's restarts. Ctrl-C stops
     following."""
     return _run_cli_command(sh, "g8os.client.cli", "logs", [*(["-f"] if follow else []), sh.job_id(job)])

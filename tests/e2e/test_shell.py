@@ -181,6 +181,10 @@ def test_completion_of_paths_and_commands(shell: Shell, job: Any) -> None:
     term.wait(lambda t: t.cursor_line == "g8os:/jobs> kill --signal HUP", "HU completed to HUP")
     shell.interrupt("/jobs")  # Ctrl-C drops the line, the shell stays
 
+    term.type("logs red\t")  # after `logs`: job ids and startup services' ids
+    term.wait(lambda t: t.cursor_line == "g8os:/jobs> logs redis", "a service's id completed")
+    shell.interrupt("/jobs")
+
 
 def test_history_recall_and_persistence(node: Any, home: Path) -> None:
     first = Shell(node, home)
@@ -324,6 +328,12 @@ def test_one_shot_output_and_exit_codes(node: Any, home: Path) -> None:
     assert result.returncode == 0 and re.search(r"[├└]── redis\s+service", result.stdout)
     assert one_shot(node, home, "-c", "cd /jobs; pwd").stdout == "/jobs\n"
     assert one_shot(node, home, "-c", "cd /services\nls").stdout.count("redis") == 1
+    # a startup service's output, as a job's: by its path, or from inside it
+    for script in ("logs /services/redis", "cd /services/redis; logs"):
+        shown = one_shot(node, home, "-c", script)
+        assert shown.returncode == 0 and "Ready to accept connections" in shown.stdout, (script, shown)
+    refused = one_shot(node, home, "-c", "logs /services")
+    assert refused.returncode == 2 and "not a job or a service" in refused.stderr + refused.stdout
 
     codes = {
         "pwd": 0,
