@@ -82,6 +82,14 @@ def node() -> Iterator[Node]:
         stop_sandbox(started)
 
 
+@pytest.fixture(scope="module")
+def r(node: Node) -> Iterator[Any]:
+    """A Redis connection to the session node, over its unix socket."""
+    conn = node.redis()
+    yield conn
+    conn.close()
+
+
 @pytest.fixture
 def own_node() -> Iterator[Node]:
     started = start_sandbox("f")

@@ -40,13 +40,6 @@ def g8os(node: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProc
                           timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def r(node: Any) -> Iterator[Any]:
-    conn = node.redis()
-    yield conn
-    conn.close()
-
-
 @pytest.fixture
 def spawned() -> Iterator[list[subprocess.Popen[str]]]:
     """Console scripts a test runs in the background: ended (by pid) whatever happens."""

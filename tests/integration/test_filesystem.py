@@ -46,13 +46,6 @@ def handles(client: Client) -> Iterator[list[str]]:
             pass
 
 
-@pytest.fixture
-def r(node: Any) -> Any:
-    connection = node.redis()
-    yield connection
-    connection.close()
-
-
 def open_handles(client: Client) -> int:
     return client.actor.tree("/files")["handles"]
 

@@ -23,13 +23,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def r(node: Any) -> Iterator[Any]:
-    conn = node.redis()
-    yield conn
-    conn.close()
-
-
-@pytest.fixture(scope="module")
 def client(node: Any) -> Iterator[Any]:
     with node.client() as c:
         yield c

@@ -16,13 +16,6 @@ from g8os.messages import registry
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture(scope="module")
-def r(node):
-    conn = node.redis()
-    yield conn
-    conn.close()
-
-
 def test_ping_answers_pong_at_level_20(r):
     res = call(r, "core.ping")
     assert res["state"] == "SUCCESS" and res["code"] == 0 and res["level"] == 20
