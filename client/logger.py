@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from g8os.client.transport import SLICE, Namespace, Timeout
+from g8os.client.transport import SLICE, Message, Namespace, Timeout
 from g8os.messages.command import Flag
 from g8os.messages.logger import LoggerReopen, LoggerSetLevel, LoggerSubscribe, LoggerUnsubscribe
 
@@ -37,11 +37,9 @@ class LogRecord:
     @classmethod
     def from_json(cls, text: str | bytes) -> LogRecord:
         body = json.loads(text)
-        inner = body.get("message") or {}
-        meta = int(inner.get("meta") or 0)
-        return cls(job=str(body.get("command") or ""), path=str(body.get("path") or ""),
-                   container=int(body.get("core") or 0), text=str(inner.get("message") or ""),
-                   level=meta >> 16, flags=meta & 0xFFFF, epoch=int(inner.get("epoch") or 0))
+        message = Message.from_entry(body)  # a stream entry, with core0's `path` added
+        return cls(job=message.job, path=str(body.get("path") or ""), container=message.container,
+                   text=message.text, level=message.level, flags=message.flags, epoch=message.epoch)
 
     @property
     def core0(self) -> bool:

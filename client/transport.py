@@ -363,7 +363,11 @@ class Message:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Message:
-        body = json.loads(text)
+        return cls.from_entry(json.loads(text))
+
+    @classmethod
+    def from_entry(cls, body: dict[str, Any]) -> Message:
+        """From a decoded entry: the shape of `stream:<id>`, which `logger:<queue>` lists share."""
         inner = body.get("message") or {}
         meta = int(inner.get("meta") or 0)
         return cls(job=str(body.get("command") or ""), container=int(body.get("core") or 0),
